@@ -48,7 +48,7 @@ def test_five_levels_one_pass(one_proc):
     assert {record_key(r) for r in recs} == {(it.qid, b) for it in items for b in LEVELS}
     assert all(list(r) == list(RECORD_FIELDS) for r in recs)
     assert len({r['visual_tokens'] for r in recs}) == len(LEVELS)
-    for name in ('accuracy_robust', 'accuracy_official', 'accuracy_seed', 'summary'):
+    for name in ('accuracy_robust', 'accuracy_official', 'accuracy_seed', 'summary', 'tasks'):
         assert (out / f'{name}.csv').exists() and (out / f'{name}.md').exists()
     assert 'Overall' in (out / 'accuracy_robust.md').read_text()
     assert not list((out / 'shards').glob('*.jsonl'))
