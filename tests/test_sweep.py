@@ -5,12 +5,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _sweep(out: Path):
+def _sweep(out: Path, finetune_steps: int = 2, ok: bool = True):
     cmd = [sys.executable, "-m", "papermill", str(ROOT / "nbs" / "sweep.ipynb"), str(out / "sweep.ipynb"), "--log-output",
-           "-p", "experiment", "smoke", "-p", "pool_levels", "4,16", "-p", "pretrain_steps", "1", "-p", "finetune_steps", "2",
-           "-p", "n_train", "4", "-p", "n_eval", "2"]
+           "-p", "experiment", "smoke", "-p", "pool_levels", "4,16", "-p", "pretrain_steps", "1", "-p", "finetune_steps",
+           str(finetune_steps), "-p", "n_train", "4", "-p", "n_eval", "2"]
     r = subprocess.run(cmd, cwd=out, capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr[-3000:]
+    assert (r.returncode == 0) == ok, r.stderr[-3000:]
     return r.stderr + r.stdout
 
 
@@ -34,3 +34,5 @@ def test_sweep_runs_and_resumes(tmp_path):
     assert log.count("run   ") == 8
     again = _sweep(tmp_path)                                  # resume: every finished step is skipped
     assert again.count("skip  ") == 8 and "run   " not in again
+    other = _sweep(tmp_path, finetune_steps=3, ok=False)      # other settings in the same folder: refused, nothing mixed
+    assert "other settings {'finetune_steps': (2, 3)}" in other
