@@ -10,10 +10,11 @@ import pandas as pd
 from ..data import conversation
 
 # %% auto #0
-__all__ = ['LETTERS', 'PROTOCOLS', 'MVBENCH_SYSTEM', 'QUESTION_SUFFIX', 'OFFICIAL_ANSWER_PREFIX', 'SCORERS', 'option_letter',
-           'question_block', 'ground_truth', 'check_protocol', 'question_text', 'build_prompt', 'answer_text',
-           'check_ans_official', 'check_ans_seed', 'extract_option', 'score', 'accuracy_table', 'summary_table',
-           'task_counts', 'to_markdown', 'unparseable', 'write_tables']
+__all__ = ['LETTERS', 'PROTOCOLS', 'MVBENCH_SYSTEM', 'QUESTION_SUFFIX', 'OFFICIAL_ANSWER_PREFIX', 'Z95', 'SCORERS',
+           'option_letter', 'question_block', 'ground_truth', 'check_protocol', 'question_text', 'build_prompt',
+           'answer_text', 'check_ans_official', 'check_ans_seed', 'extract_option', 'score', 'wilson_interval',
+           'accuracy_text', 'accuracy_table', 'summary_table', 'task_counts', 'to_markdown', 'unparseable',
+           'write_tables']
 
 # %% ../../nbs/40_scoring.ipynb #0c2eeff0
 LETTERS = 'ABCDEFGH'
@@ -115,6 +116,23 @@ def score(pred: str, candidates, answer_idx: int) -> dict:
     return dict(pred_idx=i, correct=i == answer_idx, correct_official=check_ans_official(pred, gt),
                 correct_seed=check_ans_seed(pred, gt))
 
+# %% ../../nbs/40_scoring.ipynb #686d3e52
+Z95 = 1.959963984540054   # the standard normal's 97.5 % quantile
+
+def wilson_interval(k, n, z: float = Z95) -> tuple[float, float]:
+    "Wilson score interval (fractions) for `k` successes in `n` trials; (nan, nan) when `n` is 0."
+    if n < 0 or k < 0 or k > n: raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
+    if n == 0: return (float('nan'), float('nan'))
+    p, z2 = k / n, z * z
+    centre, half = (p + z2 / (2 * n)) / (1 + z2 / n), z / (1 + z2 / n) * (p * (1 - p) / n + z2 / (4 * n * n)) ** 0.5
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+def accuracy_text(k, n, digits: int = 1) -> str:
+    "`k` right of `n` as a percentage with its 95 % Wilson interval: `71.0 [61.5, 79.0]` (`–` when `n` is 0)."
+    if n == 0: return '–'
+    lo, hi = wilson_interval(k, n)
+    return f"{100 * k / n:.{digits}f} [{100 * lo:.{digits}f}, {100 * hi:.{digits}f}]"
+
 # %% ../../nbs/40_scoring.ipynb #c375ca8a
 SCORERS = {'robust': 'correct', 'official': 'correct_official', 'seed': 'correct_seed'}
 
@@ -123,15 +141,23 @@ def _frame(records) -> pd.DataFrame:
     if df.empty: raise ValueError("no records to score")
     return df
 
-def accuracy_table(records, scorer: str = 'robust', tasks=None) -> pd.DataFrame:
+def accuracy_table(records, scorer: str = 'robust', tasks=None, intervals: bool = False) -> pd.DataFrame:
     "Accuracy (%) per task (rows, in `tasks` or first-seen order) and pool level (columns), plus `Overall`."
     if scorer not in SCORERS: raise ValueError(f"unknown scorer {scorer!r}; choose one of {list(SCORERS)}")
     df = _frame(records)
     col = SCORERS[scorer]
     order = list(tasks) if tasks is not None else list(dict.fromkeys(df['task']))
-    acc = df.pivot_table(index='task', columns='pool_level', values=col, aggfunc='mean') * 100
-    acc = acc.reindex(order)
-    acc.loc['Overall'] = df.groupby('pool_level')[col].mean() * 100
+    if intervals:                                   # cells 'acc [lo, hi]' (text), Wilson 95 %
+        df = df.assign(**{col: df[col].astype(float)})      # None (no verdict) stays out of k and n, as in the mean
+        k = df.pivot_table(index='task', columns='pool_level', values=col, aggfunc='sum').reindex(order)
+        n = df.pivot_table(index='task', columns='pool_level', values=col, aggfunc='count').reindex(order)
+        k.loc['Overall'], n.loc['Overall'] = df.groupby('pool_level')[col].sum(), df.groupby('pool_level')[col].count()
+        acc = pd.DataFrame([[accuracy_text(int(a), int(b)) if b == b else '' for a, b in zip(kr, nr)]
+                            for kr, nr in zip(k.to_numpy(), n.to_numpy())], index=k.index, columns=k.columns)
+    else:
+        acc = df.pivot_table(index='task', columns='pool_level', values=col, aggfunc='mean') * 100
+        acc = acc.reindex(order)
+        acc.loc['Overall'] = df.groupby('pool_level')[col].mean() * 100
     acc.columns = [f"pool {b}" for b in acc.columns]
     acc.columns.name = None; acc.index.name = 'task'
     return acc
