@@ -5,7 +5,7 @@
 # %% ../../nbs/51_dynamic.ipynb #db2512e1
 from __future__ import annotations
 from dataclasses import dataclass, field
-import math
+import hashlib, math
 import numpy as np
 import pandas as pd
 from ..config import Geometry, GEOMETRIES
@@ -16,8 +16,9 @@ from .tokenaware import match_runs, Matched
 __all__ = ['INTERNVIDEO2_1B', 'CLIP_L14_336', 'LLM_DIMS', 'TEXT_TOKENS', 'PRESET_COSTS', 'TowerDims', 'LLMDims', 'vit_flops',
            'llm_prefill_flops', 'projector_flops', 'flops_per_question', 'flops_table', 'towers_dominate_from',
            'LevelCosts', 'level_costs', 'matched_levels', 'fixed_levels', 'oracle_levels', 'oracle', 'cascade_stops',
-           'cascade', 'cascade_curve', 'compare_policies', 'preset_level_costs', 'cascade_live',
-           'costs_from_model_config']
+           'cascade', 'cascade_curve', 'compare_policies', 'calibration_split', 'matched_subset', 'choose_threshold',
+           'CalibratedCascade', 'paired_bootstrap', 'calibrated_cascade', 'preset_level_costs', 'flops_text',
+           'towers_vs_llm_text', 'cascade_live', 'costs_from_model_config']
 
 # %% ../../nbs/51_dynamic.ipynb #97ac0048
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ class LLMDims:
 
 INTERNVIDEO2_1B = TowerDims(layers=40, layers_run=39, width=1408, mlp=6144)
 CLIP_L14_336 = TowerDims(layers=24, layers_run=23, width=1024, mlp=4096)
-LLM_DIMS = {  # reference-facts §7
+LLM_DIMS = {  # config.json of Qwen/Qwen2.5-1.5B-Instruct and Qwen/Qwen2.5-3B-Instruct (Hugging Face Hub)
     'qwen2.5-1.5b': LLMDims(layers=28, hidden=1536, heads=12, kv_heads=2, head_dim=128, intermediate=8960, vocab=151936),
     'qwen2.5-3b': LLMDims(layers=36, hidden=2048, heads=16, kv_heads=2, head_dim=128, intermediate=11008, vocab=151936),
 }
@@ -119,6 +120,7 @@ class LevelCosts:
     tokens: dict
     llm: dict = field(default_factory=dict)
     fixed: float = float('nan')
+    towers: float = float('nan')      # the towers' part of `fixed`
 
     def flops(self, level) -> float: return self.fixed + self.llm.get(level, float('nan'))
 
@@ -131,7 +133,7 @@ def level_costs(levels, geom: Geometry | None = None, llm: LLMDims | None = None
     if llm is None: return LevelCosts(tok)
     f = {b: flops_per_question(geom, llm, b, text_tokens, **cost_kw) for b in levels}
     first = f[levels[0]]
-    return LevelCosts(tok, {b: f[b]['llm'] for b in levels}, first['towers'] + first['projectors'])
+    return LevelCosts(tok, {b: f[b]['llm'] for b in levels}, first['towers'] + first['projectors'], first['towers'])
 
 # %% ../../nbs/51_dynamic.ipynb #f6ecf030
 def matched_levels(records: pd.DataFrame, key: str = 'auto') -> Matched:
@@ -199,6 +201,105 @@ def compare_policies(m: Matched, costs: LevelCosts | None = None, taus=None) -> 
     costs = _costs_for(m, costs)
     return pd.concat([fixed_levels(m, costs), oracle(m, costs), cascade_curve(m, taus, costs)], ignore_index=True)
 
+# %% ../../nbs/51_dynamic.ipynb #4aa8026f
+def calibration_split(keys, tasks, fraction: float = 0.5, seed: int = 0) -> pd.Series:
+    "Per question key, 'calibration' or 'report': per task, the first `fraction` of its keys by a seeded hash."
+    keys = pd.Index([str(k) for k in keys])
+    if not 0 < fraction < 1: raise ValueError(f"calibration fraction must be in (0, 1), got {fraction}")
+    if keys.duplicated().any(): raise ValueError(f"duplicate question keys, e.g. {list(keys[keys.duplicated()][:3])}")
+    tasks = pd.Series(list(tasks), index=keys)
+    if len(tasks) != len(keys): raise ValueError(f"{len(keys)} keys but {len(tasks)} tasks")
+    h = pd.Series([hashlib.sha256(f"{seed}|{k}".encode()).hexdigest() for k in keys], index=keys)
+    part = pd.Series('report', index=keys, name='part')
+    for _, g in h.groupby(tasks, sort=True):
+        part[g.sort_values(kind='stable').index[:int(len(g) * fraction)]] = 'calibration'
+    return part
+
+def matched_subset(m: Matched, keys) -> Matched:
+    "The matched runs restricted to the question `keys`."
+    idx = m.correct.index[m.correct.index.astype(str).isin([str(k) for k in keys])]
+    return Matched(m.correct.loc[idx], m.confidence.loc[idx], m.visual_tokens.loc[idx], m.task.loc[idx], {}, len(idx))
+
+# %% ../../nbs/51_dynamic.ipynb #5143243b
+def choose_threshold(m: Matched, costs: LevelCosts | None = None, tolerance: float = 0.01, taus=None) -> dict:
+    "The cheapest cascade τ whose accuracy on `m` is within `tolerance` of the best fixed level's accuracy on `m`."
+    costs = _costs_for(m, costs)
+    fx = fixed_levels(m, costs)
+    best = fx[fx.accuracy == fx.accuracy.max()].iloc[-1]               # coarsest among ties
+    curve = cascade_curve(m, taus, costs)
+    ok = curve[curve.accuracy >= best.accuracy - tolerance - 1e-12]
+    met = len(ok) > 0
+    pool = ok if met else curve[curve.accuracy == curve.accuracy.max()]
+    pick = pool.assign(neg=-pool.accuracy).sort_values(['visual_tokens', 'neg', 'param']).iloc[0]
+    return dict(tau=float(pick.param), rule_met=bool(met), tolerance=float(tolerance), reference_level=int(best.param),
+                reference_accuracy=float(best.accuracy), accuracy=float(pick.accuracy),
+                visual_tokens=float(pick.visual_tokens), n=int(m.n_common))
+
+# %% ../../nbs/51_dynamic.ipynb #d69eaa60
+@dataclass
+class CalibratedCascade:
+    "The cascade with τ chosen on the calibration part, and every policy scored on the report part."
+    tau: float
+    rule: dict                 # `choose_threshold` on the calibration part
+    split: pd.Series           # question key -> 'calibration' | 'report'
+    policies: pd.DataFrame     # report part: fixed levels, oracle, cascade; accuracy, n, right, lo, hi, costs
+    stops: pd.Series           # report part: the level the cascade stops at, per question
+    difference: dict           # cascade − best fixed level on the report part: points, bootstrap lo, hi
+    fraction: float = 0.5
+    seed: int = 0
+
+    @property
+    def n_calibration(self) -> int: return int((self.split == 'calibration').sum())
+    @property
+    def n_report(self) -> int: return int((self.split == 'report').sum())
+    @property
+    def cascade(self) -> pd.Series: return self.policies[self.policies.policy == 'cascade'].iloc[0]
+    @property
+    def best_fixed(self) -> pd.Series:
+        "The fixed level most accurate on the report part (the coarsest among ties)."
+        fx = self.policies[self.policies.policy == 'fixed']
+        return fx[fx.accuracy == fx.accuracy.max()].iloc[-1]
+
+def paired_bootstrap(a, b, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    "Percentile bootstrap interval of mean(a) − mean(b) over paired items (questions resampled together)."
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if a.shape != b.shape or a.ndim != 1 or not len(a): raise ValueError(f"need two equal-length 1-d samples, got {a.shape}, {b.shape}")
+    idx = np.random.default_rng(seed).integers(0, len(a), (n_boot, len(a)))
+    d = (a[idx] - b[idx]).mean(1)
+    return tuple(float(x) for x in np.quantile(d, [(1 - level) / 2, (1 + level) / 2]))
+
+def _policy_flops(m: Matched, tau: float, costs: LevelCosts) -> list[float]:
+    "FLOPs per question of the fixed levels, the oracle and the cascade at `tau` under `costs` (table order)."
+    return fixed_levels(m, costs).flops.tolist() + [oracle(m, costs).flops.iloc[0], cascade(m, tau, costs)['flops']]
+
+def calibrated_cascade(m: Matched, costs: LevelCosts | None = None, fraction: float = 0.5, seed: int = 0,
+                       tolerance: float = 0.01, cost_models: dict | None = None, n_boot: int = 2000) -> CalibratedCascade:
+    "Split the questions, choose τ on the calibration part (`choose_threshold`), score every policy on the report part."
+    from dyncompress.eval.scoring import wilson_interval
+    costs = _costs_for(m, costs)
+    split = calibration_split(m.correct.index, m.task.tolist(), fraction, seed)
+    cal, rep = (matched_subset(m, split.index[split == p]) for p in ('calibration', 'report'))
+    if not cal.n_common or not rep.n_common:
+        raise ValueError(f"calibration split left {cal.n_common} calibration and {rep.n_common} report questions; need both")
+    rule = choose_threshold(cal, costs, tolerance)
+    tau = rule['tau']
+    pol = pd.concat([fixed_levels(rep, costs), oracle(rep, costs), pd.DataFrame([cascade(rep, tau, costs)])], ignore_index=True)
+    for name, c in (cost_models or {}).items(): pol[f"flops {name}"] = _policy_flops(rep, tau, c)
+    n = rep.n_common
+    pol.insert(3, 'n', n)
+    pol.insert(4, 'right', (pol.accuracy * n).round().astype(int))
+    ci = [wilson_interval(k, n) for k in pol.right]
+    pol.insert(5, 'lo', [c[0] for c in ci]); pol.insert(6, 'hi', [c[1] for c in ci])
+    stops = cascade_stops(rep, tau)
+    res = CalibratedCascade(tau, rule, split, pol, stops, {}, fraction, seed)
+    levels = sorted(rep.correct.columns)
+    cas_right = rep.correct.to_numpy()[np.arange(n), [levels.index(b) for b in stops]]
+    fix_right = rep.correct[int(res.best_fixed.param)].to_numpy()
+    lo, hi = paired_bootstrap(cas_right, fix_right, n_boot, seed)
+    res.difference = dict(points=float((cas_right.mean() - fix_right.mean()) * 100), lo=lo * 100, hi=hi * 100,
+                          level=int(res.best_fixed.param))
+    return res
+
 # %% ../../nbs/51_dynamic.ipynb #36b44c57
 def preset_level_costs(preset: str | None, levels, text_tokens: int = TEXT_TOKENS, geom: Geometry | None = None,
                        **dims) -> LevelCosts:
@@ -208,6 +309,23 @@ def preset_level_costs(preset: str | None, levels, text_tokens: int = TEXT_TOKEN
         if geom is not None: kw['geom'] = geom
         return level_costs(sorted(levels), text_tokens=text_tokens, **kw)
     return level_costs(sorted(levels), geom, text_tokens=text_tokens, **dims)
+
+# %% ../../nbs/51_dynamic.ipynb #b84a3874
+def flops_text(x: float) -> str:
+    "FLOPs with a readable unit: `1.23 TFLOPs`, `45.6 GFLOPs`, `789 MFLOPs`."
+    for scale, unit in ((1e12, 'TFLOPs'), (1e9, 'GFLOPs'), (1e6, 'MFLOPs'), (1e3, 'kFLOPs')):
+        if abs(x) >= scale: return f"{x / scale:.3g} {unit}"
+    return f"{x:.3g} FLOPs"
+
+def towers_vs_llm_text(costs: LevelCosts, name: str) -> str:
+    "One sentence: the towers' FLOPs per question (the same at every level) against the LLM prefill's per level."
+    if not costs.llm: raise ValueError(f"{name}: no FLOP costs (token costs only)")
+    levels = sorted(costs.llm)
+    share = [costs.towers / costs.flops(b) * 100 for b in levels]
+    return (f"{name}: the towers take {flops_text(costs.towers)} per question at every pool level, the LLM prefill "
+            + " / ".join(flops_text(costs.llm[b]) for b in levels) + " at b=" + "/".join(map(str, levels))
+            + "; the towers' share of the end-to-end FLOPs goes " + " → ".join(f"{s:.0f}%" for s in share)
+            + " as pooling grows")
 
 # %% ../../nbs/51_dynamic.ipynb #a7928cea
 def cascade_live(model, tokenizer, input_ids, attention_mask, features, candidates, tau: float, levels=(1, 2, 4, 8, 16),
