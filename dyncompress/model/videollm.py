@@ -11,6 +11,8 @@ from fastcore.basics import patch
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, CLIPVisionConfig, GenerationConfig, Qwen2Config, Qwen2ForCausalLM, Qwen2Model
 from transformers.models.qwen2.modeling_qwen2 import Qwen2PreTrainedModel
+from transformers.modeling_outputs import CausalLMOutputWithPast
+from transformers.utils import can_return_tuple
 from ..config import Geometry, IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from ..pooling import check_pool_level, visual_token_count
 from ..projectors import build_projector, project_and_pool
@@ -253,18 +255,30 @@ def prepare_multimodal(self: VideoQwen2ForCausalLM, input_ids: torch.Tensor, att
 
 # %% ../../nbs/22_videollm.ipynb #f638af96
 @patch
+@can_return_tuple
 def forward(self: VideoQwen2ForCausalLM, input_ids=None, attention_mask=None, position_ids=None, inputs_embeds=None,
             labels=None, videos=None, context_images=None, images=None, features: VisualFeatures | None = None,
-            pool_level: int | None = None, **kwargs):
-    "Qwen2 forward with the visual block spliced into each placeholder run, at `pool_level` (default `config.pool_level`)."
+            pool_level: int | None = None, logits_to_keep: int | torch.Tensor = 0, **kwargs) -> CausalLMOutputWithPast:
+    "Qwen2 forward with the visual block spliced in at `pool_level`; with `labels`, logits only at the supervised positions."
     has_ph = input_ids is not None and bool((input_ids == IMAGE_TOKEN_INDEX).any())
     if has_ph and inputs_embeds is None:
         mm = self.prepare_multimodal(input_ids, attention_mask, labels, videos, context_images, images, features, pool_level)
         input_ids, inputs_embeds, attention_mask, labels, position_ids = None, mm.inputs_embeds, mm.attention_mask, mm.labels, mm.position_ids
     elif any(x is not None for x in (videos, images, features)) and inputs_embeds is None:
         raise ValueError("visual inputs were given but input_ids hold no image placeholders (IMAGE_TOKEN_INDEX)")
-    return Qwen2ForCausalLM.forward(self, input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                                    inputs_embeds=inputs_embeds, labels=labels, **kwargs)
+    if labels is None:
+        return Qwen2ForCausalLM.forward(self, input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                                        inputs_embeds=inputs_embeds, logits_to_keep=logits_to_keep, **kwargs)
+    if not (isinstance(logits_to_keep, int) and logits_to_keep == 0):
+        raise ValueError("forward: with labels the logits are those of the supervised positions; do not pass logits_to_keep too")
+    out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                     inputs_embeds=inputs_embeds, **kwargs)
+    shift = nn.functional.pad(labels, (0, 1), value=IGNORE_INDEX)[:, 1:]                  # (B, L): the token each position predicts
+    keep = shift != IGNORE_INDEX                                                          # (B, L) bool
+    logits = self.lm_head(out.last_hidden_state[keep])                                    # (N, V), N = keep.sum()
+    loss = self.loss_function(logits=logits, labels=None, vocab_size=self.config.vocab_size, shift_labels=shift[keep], **kwargs)
+    return CausalLMOutputWithPast(loss=loss, logits=logits, cache=out.cache, hidden_states=out.hidden_states,
+                                  attentions=out.attentions)
 
 # %% ../../nbs/22_videollm.ipynb #e82ce40d
 @patch
