@@ -166,6 +166,7 @@ class VideoInstructDataset(Dataset):
         self.context_proc = ContextProcessor(self.geom)
         if image_tower not in ('clip', 'video'): raise ValueError(f"image_tower must be 'clip' or 'video', got {image_tower!r}")
         self.image_proc = ContextProcessor(self.geom, pad_to_square=pad_images) if image_tower == 'clip' else self.video_proc
+        self.feature_cache, self.feature_keys, self.feature_errors = None, {}, {}   # see `use_features`
 
     def __len__(self): return len(self.records)
 
@@ -194,13 +195,34 @@ class VideoInstructDataset(Dataset):
                                       self.max_length)
             s['id'] = r.entry.get('id', f"{Path(r.source).stem}/{r.index}")
             s['modality'] = m or 'text'
-            if m == 'video':
+            if m == 'video' and self.feature_cache is not None:
+                s['video_features'], s['context_features'] = self._cached_features(r)
+            elif m == 'video':
                 v, c, _ = load_clip(r.media_path(), self.geom.num_frames, self.geom.num_context_images, backend=self.backend)
                 s['videos'], s['context_images'] = self.video_proc(v), self.context_proc(c)
             elif m == 'image':
                 s['images'] = self.image_proc(read_image(r.media_path()))[0]
             return s
         except (VideoError, ValueError, OSError) as e: raise DataError(f"{r.where}: {e}") from None
+
+    def use_features(self, cache, batch_size: int = 8, device=None) -> dict:
+        "Fill `cache` (a `model.features.FeatureCache`) with this dataset's videos; video samples then carry tower features, not frames."
+        clips = {}
+        for r in self.records:
+            if r.modality != 'video': continue
+            try: clips[(r.source, r.index)] = cache.clip(r.media_path())
+            except (VideoError, ValueError, OSError) as e: self.feature_errors[(r.source, r.index)] = f"{r.where}: {e}"
+        keys = cache.fill(list(clips.values()), batch_size, device=device, desc='tower features (training videos)')
+        self.feature_cache, self.feature_keys = cache, dict(zip(clips, keys))
+        return dict(videos=len(clips), unreadable=len(self.feature_errors))
+
+    def _cached_features(self, r: Record) -> tuple:
+        "`(video (F, Gv*Gv, Dv), context (C, Gi*Gi, Di))` of record `r` from the feature cache."
+        k = self.feature_keys.get((r.source, r.index))
+        if k is None: raise DataError(self.feature_errors.get((r.source, r.index)) or f"{r.where}: not in the feature cache")
+        f = self.feature_cache.get(k)
+        if f is None: raise DataError(f"{r.where}: {self.feature_cache.file(k)} missing or corrupt; fill the feature cache again")
+        return f
 
     def __getitem__(self, i: int) -> dict | None:
         r = self.records[i]
@@ -219,7 +241,7 @@ class VideoInstructDataset(Dataset):
 
 # %% ../../nbs/13_datasets.ipynb #b42fb649
 class DataCollator:
-    "Pad and stack samples into the batch dict `input_ids, attention_mask, labels, videos, context_images, images`."
+    "Pad and stack samples into the batch dict `input_ids, attention_mask, labels, videos, context_images, images` (+ `features`)."
     def __init__(self, pad_token_id: int, padding_side: str = 'right', with_meta: bool = False):
         if padding_side not in ('right', 'left'): raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
         self.pad_token_id, self.padding_side, self.with_meta = pad_token_id, padding_side, with_meta
@@ -246,8 +268,16 @@ class DataCollator:
         b['context_images'] = torch.stack([s['context_images'] for s in vids]) if vids else None
         ims = [s['images'] for s in keep if s.get('images') is not None]
         b['images'] = torch.stack(ims) if ims else None
-        if self.with_meta: b['meta'] = [{k: v for k, v in s.items() if k not in ('input_ids', 'labels', 'videos', 'context_images', 'images')} for s in keep]
+        feats = [s for s in keep if s.get('video_features') is not None]
+        if feats:                                   # cached tower outputs (`use_features`) instead of frames
+            if vids: raise DataError("a batch mixes cached tower features and video frames; use one or the other per dataset")
+            from dyncompress.model.videollm import VisualFeatures
+            b['features'] = VisualFeatures(torch.stack([s['video_features'] for s in feats]),       # (Nv, F, Gv*Gv, Dv)
+                                           torch.stack([s['context_features'] for s in feats]))     # (Nv, C, Gi*Gi, Di)
+        if self.with_meta: b['meta'] = [{k: v for k, v in s.items() if k not in _PIXELS} for s in keep]
         return b
+
+_PIXELS = ('input_ids', 'labels', 'videos', 'context_images', 'images', 'video_features', 'context_features')
 
 # %% ../../nbs/13_datasets.ipynb #5d86872d
 class ModalityLengthGroupedSampler(Sampler):
