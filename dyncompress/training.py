@@ -51,6 +51,7 @@ class TrainConfig:
     seed: int = 42
     dataloader_num_workers: int = 0
     record_batches: bool = False           # write per-rank sample fingerprints (tests: ranks see different data)
+    feature_cache: str = ''                # tower-feature cache folder (model.features): videos encoded once; '' = off
     skip_bad: bool = False                 # drop (and log, count) unreadable samples instead of stopping
     group_by_modality_length: bool = False # batches of one modality and similar lengths (the seed's finetune: True)
 
@@ -218,12 +219,15 @@ def lora_target_regex(prefix: str = 'model.layers') -> str:
     return rf"^{re.escape(prefix)}\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)$"
 
 def setup_finetune(model: nn.Module, r: int = 128, alpha: int = 256, dropout: float = 0.05,
-                   train_projectors: bool = True, train_embeddings: bool = False):
+                   train_projectors: bool = True, train_embeddings: bool = False, seed: int | None = None):
     "Wrap `model` in a PEFT LoRA model on the LLM's linear layers; projectors (and optionally embeddings) trainable; towers frozen."
     from peft import LoraConfig, get_peft_model
     cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, bias='none', task_type='CAUSAL_LM',
                      target_modules=lora_target_regex())
-    model = get_peft_model(model, cfg)
+    devs = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devs, enabled=seed is not None):   # LoRA A is drawn from the global RNG
+        if seed is not None: torch.manual_seed(seed)
+        model = get_peft_model(model, cfg)
     if train_projectors:
         for m in find_modules(model, PROJECTORS).values(): m.requires_grad_(True)
     if train_embeddings: model.get_input_embeddings().requires_grad_(True)   # saved with the non-LoRA trainables
@@ -305,6 +309,12 @@ class VideoTrainer(Trainer):
     def current_pool_level(self) -> int:
         return pool_level_at(self.state.global_step, self.pool_level, self.pool_levels, self.args.seed)
 
+    def _prepare_inputs(self, inputs):
+        inputs = super()._prepare_inputs(inputs)
+        f = inputs.get('features')
+        if f is not None and hasattr(f, 'to'): inputs['features'] = f.to(self.args.device)   # a dataclass: not moved by HF
+        return inputs
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         for t in self._towers: t.eval()                  # model.train() was just called on everything
         inputs = {k: v for k, v in inputs.items() if k != 'meta'}
@@ -319,7 +329,8 @@ class VideoTrainer(Trainer):
 
     def _count(self, inputs, level):
         ids, mask = inputs['input_ids'], inputs.get('attention_mask')
-        n_vid = 0 if inputs.get('videos') is None else len(inputs['videos'])
+        vids = inputs.get('videos') if inputs.get('videos') is not None else inputs.get('features')
+        n_vid = 0 if vids is None else len(vids)
         n_img = 0 if inputs.get('images') is None else len(inputs['images'])
         self.counts['samples'] += len(ids)
         self.counts['text_tokens'] += int((mask.sum() if mask is not None else ids.numel()) - (ids == IMAGE_TOKEN_INDEX).sum())
