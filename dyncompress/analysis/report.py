@@ -13,15 +13,18 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt
 import seaborn as sns
 from ..config import GEOMETRIES, Geometry, save_json
-from ..eval.scoring import to_markdown
+from ..eval import scoring
+from ..eval.scoring import to_markdown, wilson_interval, accuracy_text
 from .tokenaware import read_records, read_run, token_aware_subset, pattern_counts, accuracy_table
 from .dynamic import (matched_levels, compare_policies, preset_level_costs, level_costs, LevelCosts,
                                           flops_table, towers_dominate_from, costs_from_model_config, oracle_levels,
-                                          TEXT_TOKENS, PRESET_COSTS)
+                                          TEXT_TOKENS, PRESET_COSTS, calibrated_cascade, CalibratedCascade,
+                                          towers_vs_llm_text, flops_text)
 
 # %% auto #0
-__all__ = ['load_records', 'chance_level', 'task_groups', 'plot_accuracy_by_level', 'plot_task_heatmap', 'plot_policies',
-           'plot_subset_bars', 'run_costs', 'write_report', 'analyse_run', 'dc_report']
+__all__ = ['PROJECTED_PRESET', 'load_records', 'chance_level', 'task_groups', 'accuracy_intervals', 'plot_accuracy_by_level',
+           'plot_task_heatmap', 'plot_policies', 'plot_subset_bars', 'run_costs', 'calibrated_cascade_section',
+           'write_report', 'analyse_run', 'dc_report']
 
 # %% ../../nbs/52_report.ipynb #6032a29c
 def load_records(src, scorer: str = 'robust', protocol: str | None = None) -> pd.DataFrame:
@@ -60,8 +63,12 @@ def chance_level(recs: pd.DataFrame) -> float:
     return float((1 / q.n_options).mean() * 100) if 'n_options' in q and q.n_options.notna().all() else float('nan')
 
 def task_groups(recs: pd.DataFrame, meta: dict) -> dict | None:
-    "`meta['task_groups']`, or the synthetic benchmark's task kinds (detail/coarse) when every task is one of them."
+    "Task → group: `meta['task_groups']`, the `kind`s of `meta['mvbench_root']`'s task table, or the synthetic kinds."
     if meta.get('task_groups'): return dict(meta['task_groups'])
+    if meta.get('mvbench_root'):
+        from dyncompress.data.mvbench import load_task_table
+        kinds = {n: t.kind for n, t in load_task_table(meta['mvbench_root']).items() if t.kind}
+        if set(recs.task.unique()) <= set(kinds): return {t: kinds[t] for t in recs.task.unique()}
     try: from dyncompress.data.synthetic import SYNTHETIC_TASKS
     except Exception: return None
     kinds = {}
@@ -69,27 +76,41 @@ def task_groups(recs: pd.DataFrame, meta: dict) -> dict | None:
     tasks = set(recs.task.unique())
     return {t: kinds[t] for t in tasks} if tasks <= set(kinds) else None
 
+def accuracy_intervals(recs: pd.DataFrame, by) -> pd.DataFrame:
+    "Per group of `by`: questions `n`, `right`, accuracy `acc` and its 95 % Wilson interval `lo`, `hi` (all in %)."
+    g = recs.assign(correct=recs.correct.astype(bool)).groupby(by).correct
+    k, n = g.sum().astype(int), g.count().astype(int)
+    ci = np.array([wilson_interval(a, b) for a, b in zip(k, n)]).reshape(-1, 2) * 100
+    return pd.DataFrame({'n': n, 'right': k, 'acc': k / n * 100, 'lo': ci[:, 0], 'hi': ci[:, 1]}, index=k.index)
+
+def _errorbar(ax, t: pd.DataFrame, shift: float = 1.0, **kw):
+    "Accuracy with its interval as error bars; `shift` multiplies x (log axis) so overlapping series stay apart."
+    x = np.asarray(t.index, float) * shift
+    return ax.errorbar(x, t.acc, yerr=[t.acc - t.lo, t.hi - t.acc], capsize=3, **kw)
+
 def plot_accuracy_by_level(recs: pd.DataFrame, path, title: str = '', groups: dict | None = None) -> Path:
-    "Accuracy vs pool level: overall (and per task group) on the left, per task on the right; chance dashed."
+    "Accuracy vs pool level with 95 % Wilson error bars: overall (and per task group) left, per task right; chance dotted."
     levels = sorted(recs.pool_level.unique())
     sns.set_theme(style='whitegrid')
     fig, (a, b) = plt.subplots(1, 2, figsize=(13, 4.8), gridspec_kw=dict(width_ratios=[1, 1.6]))
-    ov = recs.groupby('pool_level').correct.mean() * 100
-    a.plot(ov.index, ov.values, 'o-', color='k', label='all tasks')
-    for x, y in ov.items(): a.annotate(f"{y:.1f}", (x, y), textcoords='offset points', xytext=(0, 6), ha='center')
+    ov = accuracy_intervals(recs, 'pool_level')
+    _errorbar(a, ov, fmt='o-', color='k', label='all tasks')
+    for x, y in ov.acc.items(): a.annotate(f"{y:.1f}", (x, y), textcoords='offset points', xytext=(8, 4), ha='left')
     if groups:
-        for gname, g in recs.assign(group=recs.task.map(groups)).groupby('group'):
-            gv = g.groupby('pool_level').correct.mean() * 100
-            a.plot(gv.index, gv.values, 's--', alpha=.8, label=f"{gname} tasks")
+        for i, (gname, g) in enumerate(recs.assign(group=recs.task.map(groups)).groupby('group')):
+            _errorbar(a, accuracy_intervals(g, 'pool_level'), 1.04 ** (i + 1), fmt='s--', alpha=.8, label=f"{gname} tasks")
     ch = chance_level(recs)
     for ax in (a, b):
         if not np.isnan(ch): ax.axhline(ch, color='grey', ls=':', lw=1.5, label=f'chance ({ch:.0f}%)')
-    _level_axis(a, levels); a.set_ylabel('accuracy (%)'); a.set_title(f'Overall ({recs.qid.nunique()} questions)')
-    a.legend(fontsize=8)
-    per = (recs.groupby(['task', 'pool_level']).correct.mean() * 100).rename('accuracy').reset_index()
-    sns.lineplot(data=per, x='pool_level', y='accuracy', hue='task', marker='o', ax=b)
-    _level_axis(b, levels); b.set_ylabel('accuracy (%)'); b.set_title('Per task')
-    b.legend(fontsize=7, bbox_to_anchor=(1.01, 1), loc='upper left', ncol=1 + len(per.task.unique()) // 12)
+    _level_axis(a, levels); a.set_ylabel('accuracy (%), bars: 95% Wilson interval')
+    a.set_title(f'Overall ({recs.qid.nunique()} questions)'); a.legend(fontsize=8)
+    tasks = sorted(recs.task.unique())
+    colors = sns.color_palette('tab10' if len(tasks) <= 10 else 'husl', len(tasks))
+    for i, (t, c) in enumerate(zip(tasks, colors)):
+        _errorbar(b, accuracy_intervals(recs[recs.task == t], 'pool_level'), 1.025 ** (i - (len(tasks) - 1) / 2),
+                  fmt='o-', color=c, ms=4, lw=1.2, elinewidth=.8, alpha=.85, label=t)
+    _level_axis(b, levels); b.set_ylabel('accuracy (%)'); b.set_title('Per task (bars: 95% Wilson interval)')
+    b.legend(fontsize=7, bbox_to_anchor=(1.01, 1), loc='upper left', ncol=1 + len(tasks) // 12)
     fig.suptitle(title or 'Accuracy vs pool level')
     return _save(fig, path)
 
@@ -107,8 +128,8 @@ def plot_task_heatmap(recs: pd.DataFrame, path, title: str = '') -> Path:
     ax.set_title(title or 'Accuracy (%) by task and pool level')
     return _save(fig, path)
 
-def plot_policies(pol: pd.DataFrame, path, x: str = 'visual_tokens', title: str = '') -> Path:
-    "Accuracy vs mean cost per question for fixed levels (points), the cascade (curve) and the oracle (star)."
+def plot_policies(pol: pd.DataFrame, path, x: str = 'visual_tokens', title: str = '', n: int | None = None) -> Path:
+    "Accuracy vs mean cost per question: fixed levels (points), cascade (curve), oracle (star); 95% intervals given `n`."
     sns.set_theme(style='whitegrid')
     fig, ax = plt.subplots(figsize=(7.5, 5))
     scale, unit = (1e12, 'TFLOPs') if x == 'flops' and pol[x].max() > 1e11 else \
@@ -116,6 +137,14 @@ def plot_policies(pol: pd.DataFrame, path, x: str = 'visual_tokens', title: str 
     fx, ca, orc = (pol[pol.policy == k] for k in ('fixed', 'cascade', 'oracle'))
     ca = ca.sort_values(x)
     ax.plot(ca[x] / scale, ca.accuracy * 100, '-', color='tab:blue', alpha=.8, label='confidence cascade (sweep τ)')
+    if n:                                                  # 95 % Wilson intervals: a band for the curve, bars for points
+        ci = lambda d: np.array([wilson_interval(int(round(a * n)), n) for a in d.accuracy]).reshape(-1, 2) * 100
+        c = ci(ca)
+        ax.fill_between(ca[x] / scale, c[:, 0], c[:, 1], color='tab:blue', alpha=.12, lw=0)
+        for d, col in ((fx, 'k'), (orc, 'tab:red')):
+            c = ci(d)
+            ax.errorbar(d[x] / scale, d.accuracy * 100, yerr=[d.accuracy * 100 - c[:, 0], c[:, 1] - d.accuracy * 100],
+                        fmt='none', ecolor=col, capsize=3, alpha=.7)
     ax.plot(fx[x] / scale, fx.accuracy * 100, 'o', color='k', ms=7, label='fixed pool level')
     for _, r in fx.iterrows():
         ax.annotate(f"b={int(r.param)}", (r[x] / scale, r.accuracy * 100), textcoords='offset points', xytext=(5, -12), fontsize=8)
@@ -126,7 +155,7 @@ def plot_policies(pol: pd.DataFrame, path, x: str = 'visual_tokens', title: str 
     ax.tick_params(axis='x', which='minor', labelsize=7)
     ax.set_xlabel(f"mean {'visual tokens into the LLM' if x == 'visual_tokens' else 'end-to-end FLOPs (towers + projectors + LLM prefill)'}"
                   f" per question ({unit})")
-    ax.set_ylabel('accuracy (%)'); ax.legend(fontsize=8, loc='lower right')
+    ax.set_ylabel('accuracy (%)' + (f', 95% intervals ({n} questions)' if n else '')); ax.legend(fontsize=8, loc='lower right')
     ax.set_title(title or f"Accuracy vs {'visual tokens' if x == 'visual_tokens' else 'end-to-end FLOPs'}")
     return _save(fig, path)
 
@@ -187,15 +216,69 @@ def _policy_rows(pol: pd.DataFrame, k: int = 6) -> pd.DataFrame:
     pick = ca.iloc[np.unique(np.linspace(0, len(ca) - 1, min(k, len(ca))).round().astype(int))] if len(ca) else ca
     return pd.concat([pol[pol.policy != 'cascade'], pick], ignore_index=True)
 
-def _fmt_policy(df: pd.DataFrame) -> pd.DataFrame:
+def _fmt_policy(df: pd.DataFrame, n: int | None = None) -> pd.DataFrame:
     out = df.copy()
     out['param'] = [('b=%d' % p if r == 'fixed' else ('τ=%.3g' % p if r == 'cascade' else '')) for r, p in zip(df.policy, df.param)]
     out['accuracy'] = df.accuracy * 100
+    if n: out.insert(out.columns.get_loc('accuracy') + 1, '95% interval',
+                     [accuracy_text(int(round(a * n)), n).split(' ', 1)[1] for a in df.accuracy])
     if df.flops.isna().all(): out = out.drop(columns='flops')
     else: out['flops'] = df.flops / 1e12 if df.flops.max() > 1e11 else df.flops / 1e9
     return out.rename(columns={'accuracy': 'accuracy (%)', 'flops': 'TFLOPs' if df.flops.max() > 1e11 else 'GFLOPs'}).set_index('policy')
 
 # %% ../../nbs/52_report.ipynb #22379a2d
+PROJECTED_PRESET = 'qwen2.5-1.5b'
+
+def _split_settings(meta: dict) -> dict:
+    "Calibration split and rule settings from `meta` (seed: `split_seed`, else the run's first seed, else 0)."
+    return dict(fraction=float(meta.get('calibration_fraction', 0.5)),
+                seed=int(meta.get('split_seed', (meta.get('seeds') or [0])[0])),
+                tolerance=float(meta.get('calibration_tolerance', 0.01)))
+
+def calibrated_cascade_section(m, costs: LevelCosts, meta: dict, projected: str | None = PROJECTED_PRESET,
+                               title: str = '## Calibrated cascade') -> tuple[CalibratedCascade | None, list[str]]:
+    "Run `calibrated_cascade` on matched levels and describe it in markdown lines (None and a reason if it cannot run)."
+    levels = sorted(int(b) for b in m.correct.columns)
+    head = [title, ""]
+    if len(levels) < 2: return None, head + ["Needs at least two pool levels.", ""]
+    st = _split_settings(meta)
+    models = {}
+    if costs.llm: models['this model'] = costs
+    if projected and projected != meta.get('preset'):
+        models[f"{projected}, projected"] = preset_level_costs(projected, levels, int(meta.get('text_tokens', TEXT_TOKENS)))
+    try: cc = calibrated_cascade(m, costs, st['fraction'], st['seed'], st['tolerance'], cost_models=models)
+    except ValueError as e: return None, head + [f"Not computed: {e}.", ""]
+    task_of = pd.Series(m.task.values, index=m.task.index.astype(str))
+    per_task = pd.crosstab(task_of.reindex(cc.split.index).values, cc.split.values)
+    split_txt = ", ".join(f"{t} {r.get('calibration', 0)}/{r.get('report', 0)}" for t, r in per_task.iterrows())
+    r, pol = cc.rule, cc.policies
+    rows = pd.DataFrame({'policy': pol.policy,
+                         'setting': [('b=%d' % p if k == 'fixed' else ('τ=%.3g' % p if k == 'cascade' else ''))
+                                     for k, p in zip(pol.policy, pol.param)],
+                         'accuracy (%) [95% interval]': [accuracy_text(k, n) for k, n in zip(pol.right, pol.n)],
+                         'mean visual tokens': pol.visual_tokens.round(1), 'LLM passes': pol.passes.round(2)})
+    for name in models: rows[f"FLOPs ({name})"] = [flops_text(v) for v in pol[f"flops {name}"]]
+    best, ca, d = cc.best_fixed, cc.cascade, cc.difference
+    saving = [f"{ca.visual_tokens / best.visual_tokens * 100:.0f}% of its visual tokens"]
+    saving += [f"{ca[f'flops {n}'] / best[f'flops {n}'] * 100:.0f}% of its FLOPs ({n})" for n in models]
+    L = head + ["The cascade curve above picks τ after seeing the answers it is scored on. Here τ is chosen on a "
+                "calibration part of the questions and every policy is scored on the disjoint report part.", "",
+                f"- **Split**: per task, the first {st['fraction'] * 100:.0f}% of its questions ordered by a SHA-256 hash of "
+                f"split seed {st['seed']} and the question id form the calibration part: **{cc.n_calibration}** calibration and "
+                f"**{cc.n_report}** report questions (per task, calibration/report: {split_txt}).",
+                f"- **Rule** (fixed in advance): the cheapest τ (fewest mean visual tokens) whose cascade accuracy on the "
+                f"calibration part is within {st['tolerance'] * 100:g} point{'' if st['tolerance'] == 0.01 else 's'} of the best "
+                "fixed level's there.",
+                f"- **Chosen**: τ = {cc.tau:.3g}; on the calibration part the cascade scores {r['accuracy'] * 100:.1f}% at "
+                f"{r['visual_tokens']:.1f} mean visual tokens against {r['reference_accuracy'] * 100:.1f}% for b={r['reference_level']}"
+                + ("." if r['rule_met'] else " — no τ met the rule, so the most accurate τ was taken."), "",
+                f"On the report part ({cc.n_report} questions):", "", to_markdown(rows.set_index('policy')),
+                f"- Cascade vs the best fixed level on the report part (b={int(best.param)}): {d['points']:+.1f} points "
+                f"[{d['lo']:+.1f}, {d['hi']:+.1f}] (95% paired bootstrap over questions), at " + ", ".join(saving) + "."]
+    L += [f"- {towers_vs_llm_text(c, name)}." for name, c in models.items() if not np.isnan(c.towers)]
+    return cc, L + [""]
+
+# %% ../../nbs/52_report.ipynb #5e23f820
 def write_report(recs: pd.DataFrame, out_dir, meta: dict | None = None, extra_runs: dict | None = None) -> Path:
     "Write tables, plots and `report.md` for a long records table; returns the report's path."
     meta, out = dict(meta or {}), Path(out_dir)
@@ -210,10 +293,14 @@ def write_report(recs: pd.DataFrame, out_dir, meta: dict | None = None, extra_ru
     q.loc['Overall'] = recs.groupby('pool_level').correct.mean() * 100
     q.columns = [f"b={b}" for b in q.columns]
     q.to_csv(out/'accuracy_by_task.csv')
+    ci_table = lambda r: scoring.accuracy_table(r, 'robust', sorted(r.task.unique()), intervals=True).rename(
+        columns=lambda c: 'b=' + c.split()[-1])           # `correct` already holds the chosen scorer's verdict
+    q_ci = ci_table(recs)
+    ov = accuracy_intervals(recs, 'pool_level').reindex(levels)
     overall = pd.DataFrame({'visual tokens': [int(round(costs.tokens[b])) for b in levels],
                             'questions': recs.groupby('pool_level').size().reindex(levels).values,
                             'errors': [0] * len(levels),
-                            'accuracy (%)': recs.groupby('pool_level').correct.mean().reindex(levels).values * 100},
+                            'accuracy (%) [95% interval]': [accuracy_text(k, n) for k, n in zip(ov.right, ov.n)]},
                            index=pd.Index(levels, name='pool level'))
     if 'error' in recs: overall['errors'] = recs.groupby('pool_level').error.apply(lambda s: int(s.notna().sum())).reindex(levels).values
     else: overall = overall.drop(columns='errors')
@@ -222,8 +309,8 @@ def write_report(recs: pd.DataFrame, out_dir, meta: dict | None = None, extra_ru
     groups = task_groups(recs, meta)
     plots = dict(accuracy=plot_accuracy_by_level(recs, out/'accuracy_by_level.png', groups=groups),
                  heatmap=plot_task_heatmap(recs, out/'task_heatmap.png'),
-                 tokens=plot_policies(pol, out/'policies_tokens.png', 'visual_tokens'))
-    if has_flops: plots['flops'] = plot_policies(pol, out/'policies_flops.png', 'flops')
+                 tokens=plot_policies(pol, out/'policies_tokens.png', 'visual_tokens', n=m.n_common))
+    if has_flops: plots['flops'] = plot_policies(pol, out/'policies_flops.png', 'flops', n=m.n_common)
     if sub is not None:
         save_json(sub, out/'token_aware_subset.json')
         plots['subset'] = plot_subset_bars(sub, out/'token_aware_subset.png')
@@ -231,17 +318,21 @@ def write_report(recs: pd.DataFrame, out_dir, meta: dict | None = None, extra_ru
     dom = towers_dominate_from(ft)
     gt = None
     if groups:
-        gt = recs.assign(group=recs.task.map(groups)).pivot_table(index='group', columns='pool_level', values='correct',
-                                                                  aggfunc='mean') * 100
-        gt.columns = [f"b={b}" for b in gt.columns]
-    md = _report_md(recs, meta, levels, m, overall, q, pol, costs, cost_note, has_flops, sub, ft, dom, plots, out, gt)
+        gt = ci_table(recs.assign(task=recs.task.map(groups))).drop(index='Overall').rename_axis('group')
+    cc, cal_lines = calibrated_cascade_section(m, costs, meta)
+    if cc is not None: cc.policies.to_csv(out/'calibrated_cascade.csv', index=False)
+    md = _report_md(recs, meta, levels, m, overall, q_ci, pol, costs, cost_note, has_flops, sub, ft, dom, plots, out, gt,
+                    cal_lines)
     (out/'report.md').write_text(md)
     save_json(dict(meta=meta, levels=levels, n_questions=int(m.n_common), policies=pol.to_dict('records'),
-                   towers_dominate_from=dom, subset=None if sub is None else {k: sub[k] for k in ('n_subset', 'accuracy')}),
+                   towers_dominate_from=dom, subset=None if sub is None else {k: sub[k] for k in ('n_subset', 'accuracy')},
+                   calibrated_cascade=None if cc is None else dict(tau=cc.tau, rule=cc.rule, n_calibration=cc.n_calibration,
+                                                                   n_report=cc.n_report, difference=cc.difference,
+                                                                   policies=cc.policies.to_dict('records'))),
               out/'analysis.json')
     return out/'report.md'
 
-# %% ../../nbs/52_report.ipynb #5e23f820
+# %% ../../nbs/52_report.ipynb #6d48d69e
 def _sentence_dominate(dom: dict) -> str:
     parts = [f"`{p}`: from pool {b} on" if b else f"`{p}`: at none of the levels studied" for p, b in dom.items()]
     return "; ".join(parts)
@@ -258,7 +349,8 @@ def _sentence_savings(ft: pd.DataFrame, dom: dict) -> str:
         out.append(f"`{p}` from b={b} to b={last}: {tok * 100:.0f}% fewer visual tokens, {fl * 100:.0f}% fewer FLOPs")
     return ("Past that level, compression saves little end to end: " + "; ".join(out) + ".") if out else ""
 
-def _report_md(recs, meta, levels, m, overall, q, pol, costs, cost_note, has_flops, sub, ft, dom, plots, out, gt=None) -> str:
+def _report_md(recs, meta, levels, m, overall, q, pol, costs, cost_note, has_flops, sub, ft, dom, plots, out, gt=None,
+               cal_lines=()) -> str:
     rel = lambda p: Path(p).relative_to(out).as_posix()
     title = meta.get('experiment', out.name)
     L = [f"# Dynamic compression report: {title}", "",
@@ -271,11 +363,11 @@ def _report_md(recs, meta, levels, m, overall, q, pol, costs, cost_note, has_flo
     miss = m.describe_missing()
     if miss: L += ["Questions missing at some level (left out of the matched comparisons):", "", "```", miss, "```", ""]
     ch = chance_level(recs)
-    L += ["## Accuracy by pool level", "", to_markdown(overall)]
+    L += ["## Accuracy by pool level", "", "Accuracies carry their 95% Wilson score interval.", "", to_markdown(overall)]
     if not np.isnan(ch): L += [f"Chance (a uniform guess among each question's options): {ch:.1f}%.", ""]
-    if gt is not None: L += ["By task group:", "", to_markdown(gt, 1)]
+    if gt is not None: L += ["By task group:", "", to_markdown(gt)]
     L += [f"![accuracy vs pool level]({rel(plots['accuracy'])})", "",
-          "### Per task", "", to_markdown(q, 1), f"![per-task heatmap]({rel(plots['heatmap'])})", ""]
+          "### Per task", "", to_markdown(q), f"![per-task heatmap]({rel(plots['heatmap'])})", ""]
     fine, coarse = levels[0], levels[-1]
     fx = pol[pol.policy == 'fixed'].set_index('param')
     orc = pol[pol.policy == 'oracle'].iloc[0]
@@ -299,7 +391,7 @@ def _report_md(recs, meta, levels, m, overall, q, pol, costs, cost_note, has_flo
              "cascade always goes down to the finest level."] if m.confidence.isna().all().all() else
             [f"- {m.confidence.isna().to_numpy().mean() * 100:.0f}% of the matched records have no confidence (answer names "
              "no option); the cascade treats them as unsure."] if m.confidence.isna().any().any() else []), "",
-          f"Costs: {cost_note}.", "", to_markdown(_fmt_policy(_policy_rows(pol)), 2),
+          f"Costs: {cost_note}.", "", to_markdown(_fmt_policy(_policy_rows(pol), m.n_common), 2),
           f"Full curve: `policies.csv`.", "", f"![accuracy vs visual tokens]({rel(plots['tokens'])})", ""]
     if has_flops:
         share = costs.fixed / costs.flops(coarse)
@@ -308,6 +400,7 @@ def _report_md(recs, meta, levels, m, overall, q, pol, costs, cost_note, has_flo
               f"{(1 - costs.tokens[coarse] / costs.tokens[fine]) * 100:.1f}% but the FLOPs per question only by "
               f"{(1 - costs.flops(coarse) / costs.flops(fine)) * 100:.1f}%: the towers and projectors "
               f"({costs.fixed / 1e9:.3g} GFLOPs) do not shrink with pooling and are {share * 100:.0f}% of the cost at b={coarse}.", ""]
+    L += list(cal_lines)
     t = ft.assign(**{c: ft[c] / 1e12 for c in ('towers', 'projectors', 'llm', 'total')}, towers_share=ft.towers_share * 100)
     t = t[['preset', 'pool_level', 'visual_tokens', 'towers', 'projectors', 'llm', 'total', 'towers_share']].set_index('preset')
     L += ["### End-to-end FLOPs at the real presets", "",
@@ -317,6 +410,8 @@ def _report_md(recs, meta, levels, m, overall, q, pol, costs, cost_note, has_flo
           f"The towers cost more than the LLM prefill — {_sentence_dominate(dom)}.", _sentence_savings(ft, dom), ""]
     if sub is not None:
         at = accuracy_table(sub).copy()
+        at.insert(at.columns.get_loc('all') + 1, 'all: 95% interval',
+                  [accuracy_text(int(round(a * n)), n).split(' ', 1)[1] for a, n in zip(at['all'], at.n_all)])
         at[['subset', 'all']] *= 100
         L += ["## Token-aware subset", "",
               f"Questions right at b={sub['levels'][0]}, wrong at b={sub['levels'][-1]} and never improving as compression "

@@ -137,7 +137,7 @@ def accuracy_text(k, n, digits: int = 1) -> str:
 SCORERS = {'robust': 'correct', 'official': 'correct_official', 'seed': 'correct_seed'}
 
 def _frame(records) -> pd.DataFrame:
-    df = pd.DataFrame(list(records))
+    df = records.reset_index(drop=True) if isinstance(records, pd.DataFrame) else pd.DataFrame(list(records))
     if df.empty: raise ValueError("no records to score")
     return df
 
