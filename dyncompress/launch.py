@@ -17,8 +17,8 @@ from .training import (TrainConfig, PretrainConfig, FinetuneConfig, VideoTrainer
 
 # %% auto #0
 __all__ = ['SYNTHETIC_ROOT', 'projector_file', 'init_projectors', 'run_metrics', 'plot_losses', 'save_outputs', 'model_geometry',
-           'build_model', 'resolve_data_root', 'build_data', 'latest_checkpoint', 'train_run', 'pretrain', 'finetune',
-           'load_trained', 'parse_levels', 'config_from_args', 'dc_train']
+           'build_model', 'resolve_data_root', 'build_data', 'use_feature_cache', 'latest_checkpoint', 'train_run',
+           'pretrain', 'finetune', 'load_trained', 'parse_levels', 'config_from_args', 'dc_train']
 
 # %% ../nbs/31_launch.ipynb #f205ac97
 def projector_file(src, name: str) -> Path:
@@ -138,6 +138,19 @@ def build_data(cfg: TrainConfig, tokenizer, geom: Geometry):
                               skip_log=Path(cfg.output_dir)/f"skipped_rank{os.environ.get('RANK', '0')}.jsonl" if cfg.skip_bad else None)
     return ds, DataCollator(tokenizer.pad_token_id)
 
+# %% ../nbs/31_launch.ipynb #cd2271b0
+def use_feature_cache(cfg: TrainConfig, model, dataset, args):
+    "Fill `cfg.feature_cache` with `dataset`'s videos (main process first) and switch the dataset to read it; returns the cache."
+    if not hasattr(dataset, 'use_features'): raise ValueError(f"feature_cache needs a dataset with use_features, got {type(dataset).__name__}")
+    from dyncompress.model.features import FeatureCache
+    t = time.time()
+    with args.main_process_first(desc='feature cache'):
+        cache = FeatureCache(cfg.feature_cache, model, backend=getattr(dataset, 'backend', None),
+                             log=print if args.process_index == 0 else None)
+        counts = dataset.use_features(cache, batch_size=cfg.per_device_train_batch_size, device=args.device)
+    cache.summary = dict(dir=str(cache.dir), **counts, **cache.stats, fill_s=round(time.time() - t, 3))
+    return cache
+
 # %% ../nbs/31_launch.ipynb #55fe1b07
 def latest_checkpoint(run_dir) -> str | None:
     "The newest *complete* `checkpoint-N` in `run_dir` (the Trainer writes `trainer_state.json` last), or None."
@@ -155,12 +168,14 @@ def train_run(cfg: TrainConfig, model=None, tokenizer=None, train_dataset=None, 
     loaded = {}
     if cfg.stage == 'finetune':
         loaded = init_projectors(model, geom, cfg.init_mm_projector, cfg.init_image_mm_projector)
-        model = setup_finetune(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, train_embeddings=cfg.train_embeddings)
+        model = setup_finetune(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, train_embeddings=cfg.train_embeddings,
+                               seed=cfg.seed)        # LoRA A from the run's seed: same seed, same run
     else: model = setup_pretrain(model, cfg.tune)
     args = training_arguments(cfg)                    # (sets up the process group when launched)
     if train_dataset is None:
         with args.main_process_first(desc='synthetic data'): cfg.data_root = resolve_data_root(cfg)
         train_dataset, data_collator = build_data(cfg, tokenizer, geom)
+    cache = use_feature_cache(cfg, model, train_dataset, args) if cfg.feature_cache else None
     if args.should_save: save_json({**cfg.to_dict(), 'init_projectors': loaded}, out/'train_config.json')
     trainer = VideoTrainer(model=model, args=args, train_dataset=train_dataset, data_collator=data_collator,
                            callbacks=callbacks, pool_level=cfg.pool_level, pool_levels=getattr(cfg, 'pool_levels', ()),
@@ -175,6 +190,7 @@ def train_run(cfg: TrainConfig, model=None, tokenizer=None, train_dataset=None, 
     save_outputs(trainer, cfg, tokenizer)
     metrics = run_metrics(trainer, cfg, geom, wall, resumed_from=resume)
     if hasattr(train_dataset, 'skip_report'): metrics['skipped'] = train_dataset.skip_report()
+    if cache is not None: metrics['feature_cache'] = cache.summary
     if cfg.record_batches: save_json(trainer.fingerprints, out/f'batches_rank{args.process_index}.json')
     if args.should_save:
         save_json(metrics, out/'metrics.json')
@@ -230,12 +246,14 @@ def dc_train(
     tune: str = '',                    # pretrain: mm_projector (video) or image_mm_projector (image)
     init_mm_projector: str = '',       # finetune: pretrain dir or mm_projector.bin for the video projector
     init_image_mm_projector: str = '', # finetune: pretrain dir or image_mm_projector.bin for the image projector
+    feature_cache: str = '',           # tower-feature cache folder: each video encoded once, shared by runs ('' = off)
     opts: str = '',                    # other config fields as JSON, e.g. '{"lora_r": 64, "save_steps": 100}'
 ):
     "Train a stage (projector pretraining or LoRA finetuning); writes weights and metrics.json to the run directory."
     cfg = config_from_args(stage, preset, opts, data_root=data_root, dataset=dataset, output_dir=output_dir,
                            pool_level=pool_level, pool_levels=pool_levels, deepspeed=deepspeed, max_steps=max_steps,
-                           tune=tune, init_mm_projector=init_mm_projector, init_image_mm_projector=init_image_mm_projector)
+                           tune=tune, init_mm_projector=init_mm_projector, init_image_mm_projector=init_image_mm_projector,
+                           feature_cache=feature_cache)
     m = train_run(cfg)
     if int(os.environ.get('RANK', '0')) == 0:
         print(f"{cfg.stage}: {m['global_step']} steps, loss {m['first_loss']} -> {m['last_loss']}, "
