@@ -19,9 +19,10 @@ from .scoring import (build_prompt, answer_text, score, ground_truth, check_prot
 from .records import RecordStore, completeness, check_record, export_seed_folder
 
 # %% auto #0
-__all__ = ['tokenize_prompt', 'left_pad', 'item_frames', 'EvalDataset', 'collate_eval', 'letter_ids', 'answer_batch', 'evaluate',
-           'task_titles', 'seed_video_name', 'finish', 'synthetic_root', 'load_items', 'run_evaluation', 'dc_evaluate',
-           'flops_table', 'seed_style_answers', 'time_stages', 'benchmark', 'format_benchmark', 'dc_eval_benchmark']
+__all__ = ['tokenize_prompt', 'left_pad', 'item_frames', 'EvalDataset', 'collate_eval', 'letter_ids', 'answer_batch',
+           'batch_features', 'evaluate', 'task_titles', 'seed_video_name', 'finish', 'synthetic_root', 'load_items',
+           'run_evaluation', 'dc_evaluate', 'flops_table', 'seed_style_answers', 'time_stages', 'benchmark',
+           'format_benchmark', 'dc_eval_benchmark']
 
 # %% ../../nbs/42_evaluate.ipynb #d597f523
 def tokenize_prompt(prompt: str, tokenizer) -> list[int]:
@@ -45,11 +46,12 @@ def item_frames(item, geom: Geometry, protocol: str):
     return v, c
 
 class EvalDataset(Dataset):
-    "MVBench items → dict(pos, input_ids, videos, context_images, error); decoding happens in `__getitem__`."
-    def __init__(self, items, tokenizer, geom: Geometry, protocol: str = 'seed'):
+    "MVBench items → dict(pos, input_ids, videos, context_images, features, key, error); decoding happens in `__getitem__`."
+    def __init__(self, items, tokenizer, geom: Geometry, protocol: str = 'seed', cache=None):
         from dyncompress.data.processors import processors_for
         self.items, self.tok, self.geom, self.protocol = list(items), tokenizer, geom, check_protocol(protocol)
         self.vproc, self.cproc, _ = processors_for(geom)
+        self.cache = cache                      # a `model.features.FeatureCache`: cached items skip decoding
 
     def __len__(self): return len(self.items)
 
@@ -58,20 +60,29 @@ class EvalDataset(Dataset):
 
     def __getitem__(self, pos):
         it = self.items[pos]
-        out = dict(pos=pos, input_ids=tokenize_prompt(self.prompt(it), self.tok), videos=None, context_images=None, error=None)
+        out = dict(pos=pos, input_ids=tokenize_prompt(self.prompt(it), self.tok), videos=None, context_images=None,
+                   features=None, key=None, error=None)
         try:
-            v, c = item_frames(it, self.geom, self.protocol)
+            if self.cache is not None:
+                from dyncompress.model.features import read_clip
+                clip = self.cache.item_clip(it, self.protocol)          # opens the container, decodes nothing
+                out['key'] = self.cache.key(clip)
+                out['features'] = self.cache.get(out['key'])            # (video (F, Gv*Gv, Dv), context (C, Gi*Gi, Di))
+                if out['features'] is not None: return out
+                v, c = read_clip(clip, self.cache.backend)
+            else: v, c = item_frames(it, self.geom, self.protocol)
             out['videos'], out['context_images'] = self.vproc(v), self.cproc(c)
         except (ValueError, OSError) as e:   # VideoError (missing/corrupt) is a ValueError: a wrong answer, never dropped
             out['error'] = f"{type(e).__name__}: {str(e)[:300]}"
         return out
 
 def collate_eval(batch: list[dict]) -> dict:
-    "Keep the per-item dicts; stack the frames of the items that decoded."
+    "Keep the per-item dicts; stack the frames of the items that decoded (those with cached features need none)."
     ok = [b for b in batch if b['error'] is None]
+    dec = [b for b in ok if b.get('features') is None]
     return dict(items=batch, ok=[b['pos'] for b in ok],
-                videos=torch.stack([b['videos'] for b in ok]) if ok else None,
-                context_images=torch.stack([b['context_images'] for b in ok]) if ok else None)
+                videos=torch.stack([b['videos'] for b in dec]) if dec else None,
+                context_images=torch.stack([b['context_images'] for b in dec]) if dec else None)
 
 # %% ../../nbs/42_evaluate.ipynb #d4f3f4fb
 def _select(features, idx):
@@ -111,6 +122,25 @@ def answer_batch(model, tokenizer, input_ids, attention_mask, features, pool_lev
     return res
 
 # %% ../../nbs/42_evaluate.ipynb #3cf2d437
+def batch_features(model, batch, cache=None, device=None):
+    "Tower features of a batch's decodable items, in `batch['ok']` order: encoded frames, and cached entries (misses stored)."
+    dec = [x for x in batch['items'] if x['error'] is None and x.get('features') is None]
+    new = model.encode(batch['videos'].to(device), batch['context_images'].to(device)) if dec else None   # (Nd, ...)
+    if cache is None or not any(x.get('features') is not None for x in batch['items']):
+        if cache is not None:
+            for j, x in enumerate(dec): cache.put(x['key'], new.video[j], new.context[j])
+        return new
+    from dyncompress.model.videollm import VisualFeatures
+    vs, cs, j = [], [], 0
+    for x in batch['items']:
+        if x['error'] is not None: continue
+        if x.get('features') is not None: v, c = x['features']
+        else:
+            v, c, j = new.video[j], new.context[j], j + 1
+            cache.put(x['key'], v, c)
+        vs.append(v.to(device)); cs.append(c.to(device))
+    return VisualFeatures(torch.stack(vs), torch.stack(cs))                  # (Nok, F, Gv*Gv, Dv), (Nok, C, Gi*Gi, Di)
+
 def _geometry(model) -> Geometry:
     g = getattr(model.config, 'geometry', None)
     return Geometry.from_dict(g) if isinstance(g, dict) else (g or Geometry())
@@ -150,7 +180,8 @@ def _groups(rows, key, by_length: bool) -> list[list]:
 
 def evaluate(model, tokenizer, items, out_dir, pool_levels=(1, 2, 4, 8, 16), protocol: str = 'seed',
              batch_size: int = 8, num_workers: int = 2, max_new_tokens: int = 8, rank: int = 0, world_size: int = 1,
-             stop_after: int | None = None, log=print, group_by_length: bool | None = None, collect=None) -> dict:
+             stop_after: int | None = None, log=print, group_by_length: bool | None = None, collect=None,
+             feature_cache=None) -> dict:
     "Evaluate `items` at every level in `pool_levels`, appending records under `out_dir`; returns counts."
     protocol, geom = check_protocol(protocol), _geometry(model)
     pool_levels = [int(b) for b in pool_levels]
@@ -161,19 +192,24 @@ def evaluate(model, tokenizer, items, out_dir, pool_levels=(1, 2, 4, 8, 16), pro
     mine = [p for p in range(rank, len(items), world_size)]
     todo = {(items[p].qid, b) for p in mine for b in pool_levels} - done
     pending = [p for p in mine if any((items[p].qid, b) in todo for b in pool_levels)]
-    ds = EvalDataset(items, tokenizer, geom, protocol)
+    if isinstance(feature_cache, (str, Path)) and str(feature_cache):
+        from dyncompress.model.features import FeatureCache
+        feature_cache = FeatureCache(feature_cache, model, log=log)
+    ds = EvalDataset(items, tokenizer, geom, protocol, cache=feature_cache or None)
     if group_by_length:      # neighbours of equal prompt length share a batch without padding
         plen = {p: len(tokenize_prompt(ds.prompt(items[p]), tokenizer)) for p in pending}
         pending.sort(key=lambda p: plen[p])
     dl = DataLoader(torch.utils.data.Subset(ds, pending), batch_size=batch_size, num_workers=num_workers,
                     collate_fn=collate_eval, persistent_workers=False)
-    written, t0 = 0, time.perf_counter()
+    written, t0, n_cached, n_encoded = 0, time.perf_counter(), 0, 0
     for nb, batch in enumerate(dl):
         if stop_after is not None and nb >= stop_after: break
+        hit = sum(x['error'] is None and x.get('features') is not None for x in batch['items'])
+        n_cached, n_encoded = n_cached + hit, n_encoded + len(batch['ok']) - hit
         answers, gen_time, enc_time = {b: {} for b in pool_levels}, {b: 0.0 for b in pool_levels}, 0.0
         if batch['ok']:
             t = time.perf_counter()
-            feats = model.encode(batch['videos'].to(dev), batch['context_images'].to(dev))    # once for all levels
+            feats = batch_features(model, batch, ds.cache, dev)                               # once for all levels
             enc_time = time.perf_counter() - t
             ok, seqs = batch['ok'], {x['pos']: x['input_ids'] for x in batch['items']}
             for b in pool_levels:
@@ -189,7 +225,11 @@ def evaluate(model, tokenizer, items, out_dir, pool_levels=(1, 2, 4, 8, 16), pro
                 gen_time[b] = time.perf_counter() - t
         written += store.append(_records_for(items, batch, ds, pool_levels, todo, answers, enc_time, gen_time,
                                              protocol, geom))
-    return dict(rank=rank, items=len(pending), records=written, seconds=time.perf_counter() - t0)
+    res = dict(rank=rank, items=len(pending), records=written, seconds=time.perf_counter() - t0)
+    if ds.cache is not None:
+        res |= dict(features_cached=n_cached, features_encoded=n_encoded)
+        if log: log(f"feature cache {ds.cache.dir}: {n_cached} videos read, {n_encoded} encoded and stored")
+    return res
 
 # %% ../../nbs/42_evaluate.ipynb #20077901
 def _dist_env() -> tuple[int, int]:
@@ -254,7 +294,7 @@ def load_items(mvbench_root, tasks=None, limit: int | None = None) -> list:
 def run_evaluation(model='tiny', out_dir='runs/eval', mvbench_root=None, pool_levels=(1, 2, 4, 8, 16),
                    protocol='seed', batch_size=8, num_workers=2, max_new_tokens=8, limit=None, device=None,
                    dtype=None, stop_after=None, model_base=None, items=None, synthetic_dir='runs/synthetic_eval',
-                   n_synthetic: int = 4, export_seed: bool = False, log=print) -> dict:
+                   n_synthetic: int = 4, export_seed: bool = False, log=print, feature_cache=None) -> dict:
     "Load, evaluate (sharded under torchrun), merge; returns this rank's counts (rank 0: plus completeness)."
     from dyncompress.model.loading import load_model
     rank, world = _dist_env()
@@ -269,7 +309,7 @@ def run_evaluation(model='tiny', out_dir='runs/eval', mvbench_root=None, pool_le
     m, tok = load_model(model, device=device, dtype=dtype, **({} if model_base is None else dict(model_base=model_base)))
     m.eval()
     res = evaluate(m, tok, items, out_dir, pool_levels, protocol, batch_size, num_workers, max_new_tokens,
-                   rank, world, stop_after, log)
+                   rank, world, stop_after, log, feature_cache=feature_cache)
     if stop_after is not None: return res                 # a simulated kill: no merge
     if world > 1: dist.barrier()
     if rank == 0:
@@ -296,12 +336,13 @@ def dc_evaluate(
     synthetic_dir: str = 'runs/synthetic_eval', # where the synthetic benchmark is generated (no mvbench_root)
     n_synthetic: int = 4,                # synthetic questions per task
     export_seed: bool = False,           # also write the seed's per-question JSON folders (seed_format/pool{b}/)
+    feature_cache: str = None,           # tower-feature cache folder: cached videos skip decoding and the towers
 ):
     "Evaluate a model on MVBench at several pool levels in one pass (resumable; shard with torchrun)."
     levels = [int(b) for b in str(pool_levels).split(',') if b.strip()]
     return run_evaluation(model, out_dir, mvbench_root, levels, protocol, batch_size, num_workers, max_new_tokens,
                           limit, device, model_base=model_base, synthetic_dir=synthetic_dir, n_synthetic=n_synthetic,
-                          export_seed=export_seed)
+                          export_seed=export_seed, feature_cache=feature_cache)
 
 # %% ../../nbs/42_evaluate.ipynb #a0777498
 def _nparams(module) -> int: return sum(p.numel() for p in module.parameters()) if module is not None else 0
