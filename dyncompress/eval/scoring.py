@@ -125,7 +125,7 @@ def wilson_interval(k, n, z: float = Z95) -> tuple[float, float]:
     if n == 0: return (float('nan'), float('nan'))
     p, z2 = k / n, z * z
     centre, half = (p + z2 / (2 * n)) / (1 + z2 / n), z / (1 + z2 / n) * (p * (1 - p) / n + z2 / (4 * n * n)) ** 0.5
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    return (0.0 if k == 0 else centre - half, 1.0 if k == n else centre + half)   # exact ends, no float dust
 
 def accuracy_text(k, n, digits: int = 1) -> str:
     "`k` right of `n` as a percentage with its 95 % Wilson interval: `71.0 [61.5, 79.0]` (`–` when `n` is 0)."
