@@ -18,7 +18,8 @@ from .training import (TrainConfig, PretrainConfig, FinetuneConfig, VideoTrainer
 # %% auto #0
 __all__ = ['SYNTHETIC_ROOT', 'projector_file', 'init_projectors', 'run_metrics', 'plot_losses', 'save_outputs', 'model_geometry',
            'build_model', 'resolve_data_root', 'build_data', 'use_feature_cache', 'latest_checkpoint', 'train_run',
-           'pretrain', 'finetune', 'load_trained', 'parse_levels', 'config_from_args', 'dc_train']
+           'pretrain', 'finetune', 'load_trained', 'parse_levels', 'config_from_args', 'dc_train', 'StepTimes',
+           'train_benchmark', 'format_train_benchmark', 'dc_train_benchmark']
 
 # %% ../nbs/31_launch.ipynb #f205ac97
 def projector_file(src, name: str) -> Path:
@@ -258,3 +259,62 @@ def dc_train(
     if int(os.environ.get('RANK', '0')) == 0:
         print(f"{cfg.stage}: {m['global_step']} steps, loss {m['first_loss']} -> {m['last_loss']}, "
               f"{m['tokens_per_s']:.0f} tokens/s; wrote {cfg.output_dir}")
+
+# %% ../nbs/31_launch.ipynb #344e1e44
+from transformers import TrainerCallback
+
+class StepTimes(TrainerCallback):
+    "Wall time between consecutive optimizer-step ends (batch loading included; the first step has no interval)."
+    def __init__(self): self.ends = []
+    def on_step_end(self, args, state, control, **kw): self.ends.append(time.perf_counter())
+    @property
+    def times(self) -> list[float]: return [b - a for a, b in zip(self.ends, self.ends[1:])]
+
+def train_benchmark(pool_levels=(1, 2, 4, 8, 16), steps: int = 3, n_train: int = 4, batch_size: int = 0,
+                    out_dir=None, log=print) -> list[dict]:
+    "Mean tiny-finetune step time per pool level with frames vs with the feature cache (one run); rows of the table."
+    import tempfile
+    from dyncompress.data.synthetic import make_synthetic
+    out = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix='dc_train_benchmark_'))
+    make_synthetic(out/'data', n_train=n_train, n_eval=0)
+    rows = []
+    for b in parse_levels(pool_levels) if isinstance(pool_levels, str) else pool_levels:
+        row = dict(pool_level=int(b))
+        for mode, cache in (('frames', ''), ('cached', str(out/'features'))):
+            timer = StepTimes()
+            kw = dict(per_device_train_batch_size=batch_size) if batch_size else {}
+            cfg = FinetuneConfig.for_preset('tiny', data_root=str(out/'data'), output_dir=str(out/f'{mode}_pool{b}'),
+                                            max_steps=steps + 1, pool_level=int(b), feature_cache=cache, resume=False,
+                                            save_steps=10 ** 6, logging_steps=10 ** 6, **kw)
+            m = train_run(cfg, callbacks=[timer])
+            t = timer.times
+            if not t: raise ValueError("steps must be >= 1 (the first step is a warm-up and is not timed)")
+            row[f'{mode}_s'] = sum(t) / len(t)
+            if mode == 'cached': row['fill_s'] = m['feature_cache']['fill_s']
+        row['visual_tokens'] = m['visual_tokens_per_sample'][str(b)]
+        row['speedup'] = row['frames_s'] / row['cached_s']
+        rows.append(row)
+    if log: log(format_train_benchmark(rows, steps, cfg.per_device_train_batch_size))
+    return rows
+
+def format_train_benchmark(rows, steps: int, batch_size: int) -> str:
+    "The benchmark rows as a text table."
+    lines = [f"tiny finetune, batch {batch_size}, mean of {steps} steps after a warm-up step",
+             "pool | visual tokens | s/step frames | s/step cached | frames/cached"]
+    lines += [f"{r['pool_level']:>4} | {r['visual_tokens']:>13} | {r['frames_s']:>13.3f} | {r['cached_s']:>13.3f} | "
+              f"{r['speedup']:>12.2f}x" for r in rows]
+    lines.append(f"feature cache filled once in {rows[0]['fill_s']:.2f} s (first cached run); later runs only read it")
+    return '\n'.join(lines)
+
+@call_parse
+def dc_train_benchmark(
+    pool_levels: str = '1,2,4,8,16',   # pool levels timed
+    steps: int = 3,                    # timed steps per run (after one warm-up step)
+    n_train: int = 4,                  # synthetic training clips per task
+    batch_size: int = 0,               # videos per step (0: the tiny preset's)
+    out_dir: str = '',                 # where data, runs and the cache go ('' = a new temporary folder)
+    out: str = '',                     # optional JSON file for the rows
+):
+    "Print the tiny finetune step time per pool level with frames and with the feature cache, and their ratio."
+    rows = train_benchmark(parse_levels(pool_levels), steps, n_train, batch_size, out_dir or None)
+    if out: save_json(rows, out)

@@ -340,9 +340,9 @@ def dc_evaluate(
 ):
     "Evaluate a model on MVBench at several pool levels in one pass (resumable; shard with torchrun)."
     levels = [int(b) for b in str(pool_levels).split(',') if b.strip()]
-    return run_evaluation(model, out_dir, mvbench_root, levels, protocol, batch_size, num_workers, max_new_tokens,
-                          limit, device, model_base=model_base, synthetic_dir=synthetic_dir, n_synthetic=n_synthetic,
-                          export_seed=export_seed, feature_cache=feature_cache)
+    run_evaluation(model, out_dir, mvbench_root, levels, protocol, batch_size, num_workers, max_new_tokens,
+                   limit, device, model_base=model_base, synthetic_dir=synthetic_dir, n_synthetic=n_synthetic,
+                   export_seed=export_seed, feature_cache=feature_cache)   # nothing returned: a console script's return is its exit status
 
 # %% ../../nbs/42_evaluate.ipynb #a0777498
 def _nparams(module) -> int: return sum(p.numel() for p in module.parameters()) if module is not None else 0
@@ -480,5 +480,4 @@ def dc_eval_benchmark(
     r = benchmark(model, mvbench_root=mvbench_root, pool_levels=[int(b) for b in pool_levels.split(',')],
                   n_questions=n_questions, batch_size=batch_size, max_new_tokens=max_new_tokens,
                   seed_max_new_tokens=seed_max_new_tokens, device=device)
-    if out: save_json(r, out)
-    return r
+    if out: save_json(r, out)                # nothing returned: a console script's return is its exit status

@@ -125,7 +125,7 @@ class FeatureCache:
             (self.log or _log.warning)(f"{f}: corrupt feature cache file ({str(e)[:200]}); removed, to be rebuilt")
             f.unlink(missing_ok=True); self.stats['corrupt'] += 1
             return None
-        return d['video'], d['context']
+        return d['video'].clone(), d['context'].clone()     # own memory: load_file maps the file, which may change later
 
     def put(self, key: str, video: torch.Tensor, context: torch.Tensor, clip: Clip | None = None) -> Path:
         "Write entry `key` atomically (temporary file, then rename)."
