@@ -59,16 +59,27 @@ def project_and_pool(projector: nn.Module, x: torch.Tensor, pool_level: int, gri
 # %% ../nbs/02_projectors.ipynb #e065e957
 PROJECTOR_NAMES = ('mm_projector', 'image_mm_projector')  # video, image (the seed's module names)
 
+def _unreadable(path: Path, e: Exception) -> str:
+    "Why `torch.load` could not read `path`, from the file's first bytes: not a checkpoint, damaged, or unsafe objects."
+    with open(path, 'rb') as f: head = f.read(4)
+    size = path.stat().st_size
+    if head == b'PK\x03\x04' or head[:1] == b'\x80':                     # a torch.save zip archive / a legacy pickle
+        unsafe = re.search(r'Unsupported global: GLOBAL ([\w.]+)', str(e))
+        if unsafe: return (f"{path}: the checkpoint holds Python objects, not only tensors ({unsafe.group(1)}); "
+                           "projector files must be dicts of tensors")
+        return f"{path}: damaged checkpoint ({size:,} bytes; truncated or corrupt: {type(e).__name__})"
+    return f"{path}: not a checkpoint ({size:,} bytes that are neither a torch.save archive nor safetensors)"
+
 def read_state_dict(path) -> dict[str, torch.Tensor]:
-    "Tensors from a `.bin`/`.pt` (loaded with `weights_only=True`) or `.safetensors` file."
+    "Tensors from a `.bin`/`.pt` (loaded with `weights_only=True`) or `.safetensors` file; unreadable files say why."
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f"{path}: no such file")
-    try:
-        if path.suffix == '.safetensors':
-            from safetensors.torch import load_file
-            return load_file(str(path))
-        sd = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e: raise ValueError(f"{path}: cannot read weights ({type(e).__name__}: {e})") from e
+    if path.suffix == '.safetensors':
+        from safetensors.torch import load_file
+        try: return load_file(str(path))
+        except Exception as e: raise ValueError(f"{path}: damaged or not a safetensors file ({str(e).splitlines()[0][:120]})") from e
+    try: sd = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e: raise ValueError(_unreadable(path, e)) from e
     if not isinstance(sd, dict): raise ValueError(f"{path}: expected a dict of tensors, got {type(sd).__name__}")
     return sd
 

@@ -4,11 +4,13 @@
 
 # %% ../nbs/03_tokenizer.ipynb #c429054c
 from __future__ import annotations
+import json
 from pathlib import Path
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 # %% auto #0
-__all__ = ['CHATML_SPECIALS', 'PAD_TOKEN', 'EOS_TOKEN', 'QWEN_CHAT_TEMPLATE', 'build_tiny_tokenizer', 'load_tokenizer']
+__all__ = ['CHATML_SPECIALS', 'PAD_TOKEN', 'EOS_TOKEN', 'QWEN_CHAT_TEMPLATE', 'TOKENIZER_FILES', 'build_tiny_tokenizer',
+           'tokenizer_problems', 'load_tokenizer']
 
 # %% ../nbs/03_tokenizer.ipynb #654a52a4
 CHATML_SPECIALS = ['<|endoftext|>', '<|im_start|>', '<|im_end|>']
@@ -56,10 +58,27 @@ def build_tiny_tokenizer(vocab_size: int = 1024, extra_text=()) -> PreTrainedTok
     return fast
 
 # %% ../nbs/03_tokenizer.ipynb #6329183f
+TOKENIZER_FILES = ('tokenizer.json', 'tokenizer_config.json')
+
+def tokenizer_problems(path) -> list[str]:
+    "What a tokenizer folder lacks or has damaged, as `'<file>: missing…'` / `'<file>: damaged…'`; [] when complete."
+    path, out = Path(path), []
+    tj = path/'tokenizer.json'
+    if tj.is_file():
+        try: json.loads(tj.read_text(encoding='utf-8'))
+        except Exception as e: out.append(f"tokenizer.json: damaged: not valid JSON ({type(e).__name__})")
+    elif not ((path/'vocab.json').is_file() and (path/'merges.txt').is_file()):
+        out.append("tokenizer.json: missing (or vocab.json + merges.txt)")
+    if not (path/'tokenizer_config.json').is_file(): out.append("tokenizer_config.json: missing")
+    return out
+
 def load_tokenizer(path) -> PreTrainedTokenizerFast:
-    "Load a saved tokenizer directory (ours or a real Qwen2.5 one), naming the path when it cannot."
+    "Load a saved tokenizer directory (ours or a real Qwen2.5 one), naming the file or path when it cannot."
     path = Path(path)
     if not path.is_dir(): raise FileNotFoundError(f"{path}: tokenizer directory not found")
+    if (probs := tokenizer_problems(path)):
+        msg = '; '.join(str(path/p) for p in probs) + f" — a tokenizer folder holds {' + '.join(TOKENIZER_FILES)}"
+        raise (FileNotFoundError if any(': missing' in p for p in probs) else ValueError)(msg)
     try: tok = AutoTokenizer.from_pretrained(str(path))
     except Exception as e: raise ValueError(f"{path}: cannot load a tokenizer ({type(e).__name__}: {e})") from e
     if tok.pad_token is None: tok.pad_token = PAD_TOKEN

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/23_loading.ipynb #35c13443
 from __future__ import annotations
-import os, re, logging, contextlib
+import os, re, json, logging, contextlib
 from dataclasses import dataclass
 from pathlib import Path
 import torch
@@ -13,12 +13,15 @@ from transformers.utils import logging as hf_logging
 from ..config import Geometry, get_geometry, load_json, save_json
 from ..pooling import check_pool_level
 from ..projectors import read_state_dict, split_projector_state, input_width, load_projector_weights, check_state
-from ..tokenizer import build_tiny_tokenizer, load_tokenizer, EOS_TOKEN
+from ..tokenizer import build_tiny_tokenizer, load_tokenizer, tokenizer_problems, EOS_TOKEN, TOKENIZER_FILES
 from .videollm import VideoQwen2Config, VideoQwen2ForCausalLM, tiny_videoqwen2_config
 
 # %% auto #0
-__all__ = ['PRESETS', 'Preset', 'weights_root', 'resolve_weights', 'load_projectors', 'build_tiny', 'save_pretrained',
-           'load_pretrained', 'load_published', 'lora_target_regex', 'load_reference_finetune', 'load_model']
+__all__ = ['PRESETS', 'LLM_WEIGHTS', 'CLIP_WEIGHTS', 'ADAPTER_FILES', 'FINETUNE_MARKERS', 'FINETUNE_FOLDER', 'SAVED_FOLDER',
+           'Preset', 'weights_root', 'safetensors_problem', 'WeightPart', 'preset_parts', 'resolve_weights',
+           'load_projectors', 'build_tiny', 'folder_error', 'is_finetune_dir', 'finetune_problems',
+           'saved_model_problems', 'save_pretrained', 'load_pretrained', 'load_published', 'lora_target_regex',
+           'load_reference_finetune', 'load_model']
 
 # %% ../../nbs/23_loading.ipynb #4b5d47a1
 @dataclass(frozen=True)
@@ -47,30 +50,104 @@ def weights_root() -> Path:
     return Path(os.environ.get('DYNCOMPRESS_WEIGHTS', 'checkpoints'))
 
 # %% ../../nbs/23_loading.ipynb #349888f1
-def resolve_weights(repo_id: str, files=None, path=None, root=None, download: bool = True, what: str = 'weights') -> Path:
-    "Local folder holding `files` of `repo_id`: `path`, else `<root>/<repo_id>`, else the HF cache, else a download."
-    def ok(d: Path) -> bool: return d.is_dir() and all((d/f).exists() for f in (files or []))
-    if path is not None:
-        if not ok(Path(path)): raise FileNotFoundError(f"{what}: {path} is not a folder holding {list(files or [])}")
-        return Path(path)
-    root = Path(root) if root is not None else weights_root()
-    for d in (root/repo_id, root/repo_id.split('/')[-1]):
-        if ok(d): return d
+LLM_WEIGHTS, CLIP_WEIGHTS = 'safetensors', 'safetensors or bin'   # the two ways a part may hold its weights
+_INDEX = 'model.safetensors.index.json'
+
+def safetensors_problem(path) -> str | None:
+    "None if `path` is a readable safetensors file (header and size checked, no tensor read), else what is wrong."
+    from safetensors import safe_open
+    try:
+        with safe_open(str(path), 'pt') as f: f.keys()
+    except Exception as e: return f"damaged: not a complete safetensors file ({str(e).splitlines()[0][:120]})"
+    return None
+
+@dataclass(frozen=True)
+class WeightPart:
+    "One part of a real preset: its repository, the files it needs, how it holds its weights, and an explicit folder if given."
+    what: str                              # 'LLM', 'CLIP image tower', ...
+    repo_id: str
+    files: tuple = ()                      # needed by name
+    weights: str | None = None             # LLM_WEIGHTS, CLIP_WEIGHTS or None (the weights are among `files`)
+    path: str | None = None                # an explicit folder (else the weights root, then the HF cache)
+
+    def problems(self, d) -> list[str]:
+        "`'<file>: missing'` / `'<file>: damaged (...)'` for each thing folder `d` lacks; [] when it is complete."
+        d = Path(d)
+        out = [f"{f}: missing" for f in self.files if not (d/f).is_file()]
+        if self.weights == LLM_WEIGHTS:
+            if (d/_INDEX).is_file():
+                try: shards = sorted(set(json.loads((d/_INDEX).read_text())['weight_map'].values()))
+                except Exception as e: return out + [f"{_INDEX}: damaged ({type(e).__name__})"]
+            elif (d/'model.safetensors').is_file(): shards = ['model.safetensors']
+            else: return out + [f"model.safetensors: missing (or {_INDEX} and its shards)"]
+            for s in shards:
+                if not (d/s).is_file(): out.append(f"{s}: missing (listed in {_INDEX})")
+                elif (p := safetensors_problem(d/s)): out.append(f"{s}: {p}")
+        elif self.weights == CLIP_WEIGHTS:
+            if (d/'model.safetensors').is_file():
+                if (p := safetensors_problem(d/'model.safetensors')): out.append(f"model.safetensors: {p}")
+            elif not (d/'pytorch_model.bin').is_file(): out.append("model.safetensors: missing (or pytorch_model.bin)")
+        return out
+
+    def patterns(self) -> list[str]:
+        "File names and globs that fetch this part."
+        extra = {LLM_WEIGHTS: ['model*.safetensors*'], CLIP_WEIGHTS: ['model.safetensors', 'pytorch_model.bin']}.get(self.weights, [])
+        return list(self.files) + extra
+
+    def download_command(self, local_dir) -> str:
+        "The `hf download` command that fetches this part into `local_dir`."
+        pats = self.patterns()
+        if any('*' in p for p in pats):                                   # globs go through --include
+            args = ' '.join(f'--include "{p}"' if '*' in p else f'--include {p}' for p in pats)
+        else: args = ' '.join(pats)
+        return f"hf download {self.repo_id} {args} --local-dir {local_dir}"
+
+def preset_parts(preset: Preset, llm_path=None, clip_path=None, video_tower_path=None, projector_path=None,
+                 with_projectors: bool = True) -> list[WeightPart]:
+    "The parts of a real preset (projectors only `with_projectors`), each with its explicit folder if given."
+    parts = [WeightPart(f'{preset.name} LLM', preset.llm, ('config.json', 'tokenizer.json', 'tokenizer_config.json'), LLM_WEIGHTS, llm_path),
+             WeightPart('CLIP image tower', preset.clip, ('config.json',), CLIP_WEIGHTS, clip_path),
+             WeightPart('InternVideo2 video tower', preset.internvideo2, (preset.internvideo2_file,), None, video_tower_path)]
+    if with_projectors: parts.append(WeightPart('published projectors', preset.projectors, tuple(preset.projector_files), None, projector_path))
+    return parts
+
+# %% ../../nbs/23_loading.ipynb #76daa5b8
+def _hf_cached(part: WeightPart, download: bool) -> tuple[Path | None, str | None]:
+    "A complete snapshot of `part` from the HF cache (or, if none and `download`, from a download), and the last error."
     from huggingface_hub import snapshot_download
-    patterns = list(files) if files else None
-    tries = [True, False] if download else [True]
-    errors = []
-    for local_only in tries:
+    err = None
+    for local_only in ([True, False] if download else [True]):
         try:
-            d = Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=local_only))
-            if ok(d): return d
-        except Exception as e: errors.append(f"{type(e).__name__}: {str(e).splitlines()[0][:200]}")
-    files_txt = ' '.join(files or [])
-    raise FileNotFoundError(
-        f"{what} not found: looked in {root/repo_id} and the Hugging Face cache" + (" and tried to download" if download else "") +
-        f". Download them with `hf download {repo_id} {files_txt} --local-dir {root/repo_id}`" +
-        (" (gated repository: accept its terms on huggingface.co and `hf auth login` first)" if 'OpenGVLab' in repo_id else '') +
-        f", or pass the folder explicitly. Last error: {errors[-1] if errors else 'none'}")
+            d = Path(snapshot_download(part.repo_id, allow_patterns=part.patterns(), local_files_only=local_only))
+            if not part.problems(d): return d, None
+        except Exception as e: err = f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
+    return None, err
+
+def resolve_weights(parts: list[WeightPart], root=None, download: bool = True) -> list[Path]:
+    "The folder of each part (in order); one FileNotFoundError listing every missing or damaged file otherwise."
+    root = Path(root) if root is not None else weights_root()
+    folders, report, errors = [], [], []
+    for part in parts:
+        if part.path is not None: candidates, dest = [Path(part.path)], Path(part.path)
+        else:
+            dest = root/part.repo_id
+            candidates = [dest, root/part.repo_id.split('/')[-1]]
+        best = next((c for c in candidates if c.is_dir() and not part.problems(c)), None)
+        if best is None and part.path is None:
+            best, err = _hf_cached(part, download)
+            if err: errors.append(f"{part.repo_id}: {err}")
+        if best is not None: folders.append(best); continue
+        shown = next((c for c in candidates if c.is_dir()), dest)                # report against the folder that exists
+        report.append(f"- {part.what} ({part.repo_id}):\n" + ''.join(f"    {shown/p}\n" for p in part.problems(shown)) +
+                      f"  fetch: {part.download_command(dest)}")
+    if report:
+        gated = any('OpenGVLab' in r for r in report)
+        raise FileNotFoundError(
+            f"{root}: weights missing or damaged — looked in the given folders, under {root} and in the Hugging Face cache"
+            + (" and tried to download" if download else " (download=False)") + ":\n" + '\n'.join(report)
+            + ("\n(InternVideo2 is gated: accept its terms on huggingface.co and `hf auth login` first)" if gated else '')
+            + (f"\nlast download error: {errors[-1]}" if download and errors else ''))
+    return folders
 
 # %% ../../nbs/23_loading.ipynb #362c524c
 def load_projectors(model: VideoQwen2ForCausalLM, *sources) -> VideoQwen2ForCausalLM:
@@ -111,6 +188,50 @@ def build_tiny(seed: int = 0, geom: Geometry | None = None, **config_kw):
         model = VideoQwen2ForCausalLM(cfg)
     return model.eval(), tok
 
+# %% ../../nbs/23_loading.ipynb #bff1294b
+ADAPTER_FILES = ('adapter_model.safetensors', 'adapter_model.bin')     # PEFT's adapter weights (safetensors by default)
+FINETUNE_MARKERS = ('adapter_config.json', *ADAPTER_FILES, 'non_lora_trainables.bin')
+FINETUNE_FOLDER = ("a LoRA finetune folder (config.json, adapter_config.json, adapter_model.safetensors, "
+                   "non_lora_trainables.bin and, in our runs, tokenizer.json + tokenizer_config.json)")
+SAVED_FOLDER = "a model folder written by save_pretrained (config.json, model.safetensors, tokenizer.json + tokenizer_config.json)"
+_SAVED = WeightPart('our saved model', '', ('config.json',), LLM_WEIGHTS)
+
+def folder_error(d, problems: list[str], what: str) -> Exception:
+    "One error for all of a folder's problems, each starting with the file's path: FileNotFoundError if one is missing, else ValueError."
+    d = Path(d)
+    msg = '; '.join(str(d/p) for p in problems) + f" — {d} is {what}"
+    return (FileNotFoundError if any(p.split(': ', 1)[1].startswith('missing') for p in problems) else ValueError)(msg)
+
+def _json_problem(p: Path) -> str | None:
+    if not p.is_file(): return 'missing'
+    try: json.loads(p.read_text())
+    except Exception as e: return f"damaged: not valid JSON ({type(e).__name__})"
+    return None
+
+def is_finetune_dir(d) -> bool:
+    "Whether `d` is meant to be a LoRA finetune: any adapter file or `non_lora_trainables.bin`, or `train_config.json` of stage finetune."
+    d = Path(d)
+    if any((d/f).exists() for f in FINETUNE_MARKERS): return True
+    try: return (d/'train_config.json').is_file() and json.loads((d/'train_config.json').read_text()).get('stage') == 'finetune'
+    except ValueError: return False
+
+def finetune_problems(d) -> list[str]:
+    "What a LoRA finetune folder lacks or has damaged, as `'<file>: missing…'` / `'<file>: damaged…'`; [] when complete."
+    d, out = Path(d), []
+    for f in ('config.json', 'adapter_config.json'):
+        if (p := _json_problem(d/f)): out.append(f"{f}: {p}")
+    if (d/ADAPTER_FILES[0]).is_file():
+        if (p := safetensors_problem(d/ADAPTER_FILES[0])): out.append(f"{ADAPTER_FILES[0]}: {p}")
+    elif not (d/ADAPTER_FILES[1]).is_file(): out.append(f"{ADAPTER_FILES[0]}: missing (the LoRA adapter weights)")
+    if not (d/'non_lora_trainables.bin').is_file(): out.append("non_lora_trainables.bin: missing (the trained projectors)")
+    if (d/'train_config.json').is_file() or any((d/f).exists() for f in TOKENIZER_FILES):   # our runs always save the tokenizer
+        out += tokenizer_problems(d)
+    return out
+
+def saved_model_problems(d) -> list[str]:
+    "What a `save_pretrained` folder lacks or has damaged (config.json, safetensors weights, tokenizer files)."
+    return _SAVED.problems(d) + tokenizer_problems(d)
+
 # %% ../../nbs/23_loading.ipynb #c72a5520
 def save_pretrained(model: VideoQwen2ForCausalLM, tokenizer, out_dir, include_towers: bool = False) -> Path:
     "Save `model` and `tokenizer` to `out_dir` (safetensors); towers loaded from files are referenced by path unless `include_towers`."
@@ -136,6 +257,7 @@ def _load_towers(model, cfg, missing, where):
 def load_pretrained(path, dtype=None, **config_kw) -> tuple:
     "Load a directory written by `save_pretrained` → (model, tokenizer)."
     path = Path(path)
+    if (p := saved_model_problems(path)): raise folder_error(path, p, SAVED_FOLDER)
     cfg = VideoQwen2Config.from_pretrained(str(path), **config_kw)
     with _quiet_transformers():
         model, info = VideoQwen2ForCausalLM.from_pretrained(str(path), config=cfg, dtype=dtype or torch.float32, output_loading_info=True)
@@ -150,11 +272,9 @@ _DROP = ('model_type', 'architectures', 'transformers_version', 'auto_map', '_na
 def load_published(preset: Preset, dtype=None, root=None, download: bool = True, llm_path=None, clip_path=None,
                    video_tower_path=None, projector_path=None, with_projectors: bool = True, **config_kw) -> tuple:
     "Assemble a real preset from local or downloaded weights → (model, tokenizer). Towers load after the LLM."
-    llm_dir = resolve_weights(preset.llm, ['config.json'], llm_path, root, download, f"{preset.name} LLM")
-    clip_dir = resolve_weights(preset.clip, ['config.json'], clip_path, root, download, 'CLIP image tower')
-    iv2_dir = resolve_weights(preset.internvideo2, [preset.internvideo2_file], video_tower_path, root, download, 'InternVideo2 video tower')
-    proj_dir = (resolve_weights(preset.projectors, list(preset.projector_files), projector_path, root, download, 'published projectors')
-                if with_projectors else None)
+    parts = preset_parts(preset, llm_path, clip_path, video_tower_path, projector_path, with_projectors)
+    llm_dir, clip_dir, iv2_dir, *proj = resolve_weights(parts, root, download)         # every part checked before any loads
+    proj_dir = proj[0] if proj else None
     qcfg = AutoConfig.from_pretrained(str(llm_dir)).to_dict()
     clip_cfg = CLIPVisionConfig.from_pretrained(str(clip_dir)).to_dict()                 # the CLIP dir's own vision config
     cfg = VideoQwen2Config(**{**{k: v for k, v in qcfg.items() if k not in _DROP}, 'geometry': preset.geometry.to_dict(),
@@ -183,8 +303,7 @@ def load_reference_finetune(finetune_dir, model_base='qwen2.5-1.5b', pool_level:
     from peft import PeftConfig, PeftModel
     from peft.utils import load_peft_weights
     d = Path(finetune_dir)
-    for f in ('config.json', 'adapter_config.json', 'non_lora_trainables.bin'):
-        if not (d/f).exists(): raise FileNotFoundError(f"{d}: not a reference finetune directory ({f} missing)")
+    if (p := finetune_problems(d)): raise folder_error(d, p, FINETUNE_FOLDER)
     ref = load_json(d/'config.json')
     model, tok = load_model(model_base, **base_kw)                          # fp32 for an exact merge
     for key in ('mm_projector_type', 'image_mm_projector_type'):
@@ -242,7 +361,8 @@ def load_model(preset_or_dir='tiny', pool_level: int | None = None, device='cpu'
     else:
         d = Path(src)
         if not d.is_dir(): raise ValueError(f"{src!r} is neither a preset ({sorted(PRESETS)}) nor a directory")
-        if (d/'adapter_config.json').exists() and (d/'non_lora_trainables.bin').exists():
+        if is_finetune_dir(d):
+            if (p := finetune_problems(d)): raise folder_error(d, p, FINETUNE_FOLDER)   # before any base model loads
             if model_base is None and (d/'train_config.json').exists():   # our finetune runs name their base preset
                 model_base = load_json(d/'train_config.json').get('preset')
             if model_base is None: raise ValueError(f"{d} is a reference LoRA finetune: pass model_base= (a preset or our directory)")
