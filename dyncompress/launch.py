@@ -306,7 +306,6 @@ def format_train_benchmark(rows, steps: int, batch_size: int) -> str:
     lines.append(f"feature cache filled once in {rows[0]['fill_s']:.2f} s (first cached run); later runs only read it")
     return '\n'.join(lines)
 
-@call_parse
 def dc_train_benchmark(
     pool_levels: str = '1,2,4,8,16',   # pool levels timed
     steps: int = 3,                    # timed steps per run (after one warm-up step)
@@ -318,3 +317,7 @@ def dc_train_benchmark(
     "Print the tiny finetune step time per pool level with frames and with the feature cache, and their ratio."
     rows = train_benchmark(parse_levels(pool_levels), steps, n_train, batch_size, out_dir or None)
     if out: save_json(rows, out)
+
+# `call_parse` runs a decorated function at once when its module is `__main__`: `python -m dyncompress.launch`
+# (what `torchrun` launches) must stay `dc_train` alone, so the benchmark's command is wrapped only on import.
+if __name__ != '__main__': dc_train_benchmark = call_parse(dc_train_benchmark)
