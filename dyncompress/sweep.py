@@ -9,7 +9,7 @@ from pathlib import Path
 from .config import save_json
 
 # %% auto #0
-__all__ = ['run_step', 'sweep_plan', 'check_settings', 'run_sweep', 'write_index']
+__all__ = ['run_step', 'sweep_plan', 'check_settings', 'progress_line', 'run_sweep', 'write_index']
 
 # %% ../nbs/60_sweep.ipynb #7e3c62c9
 def run_step(src, dst, params: dict, done=None, *, cwd=None, log=print) -> bool:
@@ -62,21 +62,32 @@ def check_settings(exp, settings: dict) -> dict:
     return settings
 
 # %% ../nbs/60_sweep.ipynb #c5533d19
+def progress_line(k: int, total: int, elapsed_s: float, done: dict, remaining_kinds: list) -> str:
+    "`step k/total · elapsed · ~left`, estimating each remaining step by the mean time of finished steps of its kind."
+    allt = [t for ts in done.values() for t in ts]
+    if not allt: return f"step {k}/{total} · {elapsed_s/60:.1f} min elapsed"
+    mean = lambda ts: sum(ts) / len(ts)
+    left = sum(mean(done[kd]) if done.get(kd) else mean(allt) for kd in remaining_kinds)
+    return f"step {k}/{total} · {elapsed_s/60:.1f} min elapsed · ~{left/60:.1f} min left"
+
+# %% ../nbs/60_sweep.ipynb #f3687c1e
 def run_sweep(experiment: str = 'demo', preset: str = 'tiny', pool_levels='1,2,4,8,16', multi_level: bool = True,
               data_root: str = '', mvbench_root: str = '', pretrain_steps: int = 20, finetune_steps: int = 60,
               n_train: int = 64, n_eval: int = 32, option_order: str = 'sorted', eval_limit: int = 0, batch_size: int = 8, protocol: str = 'seed',
               seed: int = 0, deepspeed: str = '', device: str = 'cpu', finetune_opts: str = '', out_root: str = 'runs',
-              nbs_dir=None, log=print) -> Path:
+              nbs_dir=None, feature_cache: bool = True, multi_steps: int = 0, per_level_levels='', log=print) -> Path:
     "Pretrain → finetune per pool level (+ multi-level) → evaluate → analyse; returns the path of `report.md`."
     from dyncompress.analysis.report import analyse_run
+    from dyncompress.analysis.claims import sweep_summary
     levels = _levels(pool_levels)
+    fixed_levels = _levels(per_level_levels) if per_level_levels else levels
     nbs = Path(nbs_dir) if nbs_dir else Path(__file__).resolve().parents[1]/'nbs'
     if not (nbs/'finetune.ipynb').exists(): raise FileNotFoundError(f"{nbs}: driver notebooks not found (pass nbs_dir)")
     exp = (Path(out_root)/experiment).resolve(); exp.mkdir(parents=True, exist_ok=True)
     check_settings(exp, dict(preset=preset, pool_levels=levels, multi_level=multi_level, data_root=data_root, mvbench_root=mvbench_root,
                              pretrain_steps=pretrain_steps, finetune_steps=finetune_steps, n_train=n_train, n_eval=n_eval,
                              option_order=option_order, eval_limit=eval_limit, protocol=protocol, seed=seed, deepspeed=deepspeed,
-                             finetune_opts=finetune_opts))
+                             finetune_opts=finetune_opts, multi_steps=multi_steps or finetune_steps, per_level_levels=fixed_levels))
     t0 = time.time()
     data = dict(data_root=data_root, mvbench_root=mvbench_root)
     if not data_root:
@@ -86,49 +97,59 @@ def run_sweep(experiment: str = 'demo', preset: str = 'tiny', pool_levels='1,2,4
         make_synthetic(exp/'data', n_train=n_train, n_eval=n_eval, seed=seed, option_order=option_order)
         data = dict(data_root=str(exp/'data'), mvbench_root=str(exp/'data'/'eval'))
     if not data['mvbench_root']: raise ValueError("mvbench_root is required with a data_root")
-    common = dict(preset=preset, data_root=data['data_root'], deepspeed=deepspeed)
+    cache = str(exp/'features') if feature_cache else ''
+    common = dict(preset=preset, data_root=data['data_root'], deepspeed=deepspeed, feature_cache=cache)
     pre = {t: exp/'pretrain'/t for t in ('mm_projector', 'image_mm_projector')}
     seed_opts = json.dumps({'seed': seed})
-    for kind, name, dst in sweep_plan(exp, levels, multi_level):
+    plan = [s for s in sweep_plan(exp, levels, multi_level) if s[0] == 'pretrain' or s[1] == 'multi' or int(s[1][4:]) in fixed_levels]
+    done_times = {}
+    for k, (kind, name, dst) in enumerate(plan, 1):
         if kind == 'pretrain':
             p = dict(common, tune=name, output_dir=str(pre[name]), max_steps=pretrain_steps, opts=seed_opts)
         elif kind == 'finetune':
             opts = json.dumps({**json.loads(finetune_opts or '{}'), 'seed': seed})
-            p = dict(common, output_dir=str(exp/'finetune'/name), max_steps=finetune_steps, opts=opts,
-                     init_mm_projector=str(pre['mm_projector']), init_image_mm_projector=str(pre['image_mm_projector']))
+            p = dict(common, output_dir=str(exp/'finetune'/name), max_steps=(multi_steps or finetune_steps) if name == 'multi' else finetune_steps,
+                     opts=opts, init_mm_projector=str(pre['mm_projector']), init_image_mm_projector=str(pre['image_mm_projector']))
             p |= dict(pool_levels=','.join(map(str, levels))) if name == 'multi' else dict(pool_level=int(name[4:]))
         else:
             p = dict(model=str(exp/'finetune'/name), mvbench_root=data['mvbench_root'], out_dir=str(exp/'eval'/name),
                      pool_levels=','.join(map(str, levels)) if name == 'multi' else name[4:], protocol=protocol,
-                     batch_size=batch_size, limit=eval_limit, device=device)
-        run_step(nbs/f'{kind}.ipynb', dst, p, log=log)
+                     batch_size=batch_size, limit=eval_limit, device=device, feature_cache=cache)
+        log(progress_line(k, len(plan), time.time() - t0, done_times, [kd for kd, _, _ in plan[k - 1:]]))
+        ts = time.time()
+        if run_step(nbs/f'{kind}.ipynb', dst, p, log=log): done_times.setdefault(kind, []).append(time.time() - ts)
     meta = dict(experiment=experiment, preset=preset, data=data['mvbench_root'] + ('' if data_root else f' (synthetic, options {option_order})'), seeds=[seed], pool_levels=levels,
-                pretrain_steps=pretrain_steps, finetune_steps=finetune_steps, protocol=protocol)
-    per_level = {b: exp/'eval'/f'pool{b}'/'records.jsonl' for b in levels}
+                pretrain_steps=pretrain_steps, finetune_steps=finetune_steps, multi_steps=multi_steps or finetune_steps, protocol=protocol,
+                mvbench_root=data['mvbench_root'])
+    per_level = {b: exp/'eval'/f'pool{b}'/'records.jsonl' for b in fixed_levels}
     fixed = analyse_run(per_level, exp/'fixed',
-                        dict(meta, experiment=f'{experiment}: one model per pool level', model_dir=str(exp/'finetune'/f'pool{levels[0]}')))
+                        dict(meta, experiment=f'{experiment}: one model per pool level', model_dir=str(exp/'finetune'/f'pool{fixed_levels[0]}')))
     reports = {"One model per pool level (the seed's experiment)": (fixed, list(per_level.values()))}
+    multi = exp/'eval'/'multi'/'records.jsonl' if multi_level else None
     if multi_level:
-        multi = exp/'eval'/'multi'/'records.jsonl'
         reports['One multi-level model: fixed levels, oracle and confidence cascade'] = (analyse_run(
             multi, exp/'dynamic', dict(meta, experiment=f'{experiment}: one multi-level model', model_dir=str(exp/'finetune'/'multi'))),
             [multi])
-    return write_index(exp, reports, meta, time.time() - t0)
+    summary = sweep_summary(per_level, multi, exp/'claims', dict(meta, model_dir=str(exp/'finetune'/('multi' if multi_level else f'pool{fixed_levels[0]}'))))
+    out = write_index(exp, reports, meta, time.time() - t0, summary['markdown'])
+    for line in summary['headline']: log(f"headline  {line}")
+    return out
 
-# %% ../nbs/60_sweep.ipynb #3cd6381e
-def write_index(exp, reports: dict, meta: dict, wall_s: float) -> Path:
-    "`exp/report.md`: what ran, each analysis' per-task accuracy by level (robust scorer), and links to the full reports."
+# %% ../nbs/60_sweep.ipynb #ee7a2fac
+def write_index(exp, reports: dict, meta: dict, wall_s: float, claims_md: str = '') -> Path:
+    "`exp/report.md`: what ran, the claims (when given), each analysis' per-task accuracy by level with 95 % intervals, and links."
     from dyncompress.eval.records import read_jsonl
     from dyncompress.eval.scoring import accuracy_table, to_markdown
     exp = Path(exp)
     lines = [f"# {meta.get('experiment', exp.name)}", "",
              f"Sweep wall time {wall_s/60:.1f} min (this invocation; finished steps are skipped on re-runs).", "",
              "| setting | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in meta.items()] + [""]
+    if claims_md: lines += [claims_md, ""]
     for title, (path, record_files) in reports.items():
         rel = Path(path).relative_to(exp)
         recs = [r for f in record_files for r in read_jsonl(f)]
-        lines += [f"## {title}", "", f"Accuracy (robust scorer) by task and pool level, {len(recs)} records:", "",
-                  to_markdown(accuracy_table(recs, 'robust')), "", f"Full report with plots: [{rel}]({rel})", ""]
+        lines += [f"## {title}", "", f"Accuracy % (robust scorer) [95 % Wilson interval] by task and pool level, {len(recs)} records:", "",
+                  to_markdown(accuracy_table(recs, 'robust', intervals=True)), "", f"Full report with plots: [{rel}]({rel})", ""]
     out = exp/'report.md'
     out.write_text('\n'.join(lines) + '\n')
     return out
