@@ -29,7 +29,7 @@ EXPERIMENT ?= demo
 demo: install
 	@mkdir -p runs/$(EXPERIMENT)
 	$(BIN)/papermill nbs/sweep.ipynb runs/$(EXPERIMENT)/sweep.ipynb -p experiment $(EXPERIMENT) --log-output --no-progress-bar \
-		2>&1 | grep --line-buffered -E '^(run|skip|done|data) |Error|error|Traceback|report.md' ; test $${PIPESTATUS[0]} -eq 0
+		2>&1 | grep --line-buffered -E '^(step|run|skip|done|data|headline) |Error|error|Traceback|report.md' ; test $${PIPESTATUS[0]} -eq 0
 	@echo "report: runs/$(EXPERIMENT)/report.md"
 
 clean-venv:

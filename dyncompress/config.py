@@ -65,8 +65,8 @@ class Geometry:
 # %% ../nbs/00_config.ipynb #64ad9b5f
 GEOMETRIES = {
     'videogpt+': Geometry(),
-    'tiny': Geometry(num_frames=8, num_context_images=8, video_patch=4, video_dim=48, image_patch=4, image_dim=40,
-                     llm_hidden=64),
+    'tiny': Geometry(num_frames=8, num_context_images=2, video_grid=8, video_patch=8, video_dim=48,
+                     image_grid=24, image_patch=4, image_dim=40, llm_hidden=64),
 }
 
 def get_geometry(name: str) -> Geometry:

@@ -111,11 +111,11 @@ class FinetuneConfig(TrainConfig):
 # %% ../nbs/30_training.ipynb #3b40920e
 PRESET_OVERRIDES = {
     'tiny': {
-        'pretrain': dict(dataset='SYNTHETIC_PRETRAINING', learning_rate=1e-2, per_device_train_batch_size=4, gradient_accumulation_steps=1,
-                         logging_steps=1, save_steps=20, gradient_checkpointing=False, model_max_length=512),
+        'pretrain': dict(dataset='SYNTHETIC_PRETRAINING', learning_rate=1e-2, per_device_train_batch_size=8, gradient_accumulation_steps=1,
+                         logging_steps=5, save_steps=200, gradient_checkpointing=False, model_max_length=512),
         'finetune': dict(dataset='SYNTHETIC', per_device_train_batch_size=8, gradient_accumulation_steps=1,
-                         logging_steps=1, save_steps=20, train_embeddings=True,
-                         lora_r=8, lora_alpha=16, learning_rate=3e-3, mm_projector_lr=3e-3,
+                         logging_steps=10, save_steps=200, train_embeddings=True,
+                         lora_r=64, lora_alpha=128, lora_dropout=0.0, learning_rate=3e-3, mm_projector_lr=1e-2,
                          gradient_checkpointing=False, model_max_length=512),
     },
 }

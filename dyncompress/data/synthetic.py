@@ -14,10 +14,11 @@ from .video import write_video
 from .mvbench import MVBenchTask, write_task_table
 
 # %% auto #0
-__all__ = ['PALETTE', 'SHAPES', 'NUMBERS', 'DIRECTIONS', 'SYNTHETIC_TASKS', 'LETTERS', 'SPLIT_IDS', 'OPTION_ORDERS', 'shape_mask',
-           'paint', 'ClipSpec', 'task_count_crosses', 'task_small_color', 'task_small_shape', 'task_direction',
-           'task_flash_count', 'task_color_order', 'SyntheticTask', 'mcq_text', 'make_items', 'make_synthetic',
-           'dc_make_synthetic']
+__all__ = ['PALETTE', 'SHAPES', 'NUMBERS', 'DIRECTIONS', 'SYNTHETIC_TASKS', 'FADES', 'DEFAULT_TASKS', 'LETTERS', 'SPLIT_IDS',
+           'OPTION_ORDERS', 'shape_mask', 'paint', 'ClipSpec', 'task_count_crosses', 'task_small_color',
+           'task_small_shape', 'task_direction', 'task_flash_count', 'task_color_order', 'SyntheticTask',
+           'task_spot_color', 'task_odd_color', 'task_big_color', 'task_last_color', 'task_fade', 'mcq_text',
+           'make_items', 'make_synthetic', 'dc_make_synthetic']
 
 # %% ../../nbs/15_synthetic.ipynb #d4cde012
 PALETTE = {'red': (220, 40, 40), 'green': (40, 190, 60), 'blue': (50, 90, 235), 'yellow': (235, 215, 40)}
@@ -52,7 +53,7 @@ class ClipSpec:
     size: int = 96
     seconds: int = 8
     fps: int = 4
-    detail: int = 7
+    detail: int = 10
 
     @property
     def num_frames(self) -> int: return self.seconds * self.fps
@@ -171,6 +172,80 @@ SYNTHETIC_TASKS = {t.name: t for t in [
     SyntheticTask('color_order', 'coarse', task_color_order, 'Colour Order'),
 ]}
 
+# %% ../../nbs/15_synthetic.ipynb #4ed947fd
+def task_spot_color(rng, v, spec):
+    "A small spot of colour `v` on a big square of another colour (detail: pooling gives the square's colour)."
+    names = list(PALETTE); c = names[v]
+    c2 = names[(v + 1 + int(rng.integers(3))) % 4]
+    img = _bg(rng, spec)
+    big = int(spec.size * 0.45)
+    bx, by = _free_spot(rng, spec, big)
+    paint(img, shape_mask('square', big), bx, by, PALETTE[c2])
+    s = spec.detail
+    x, y = bx + int(rng.integers(2, big - s - 2)), by + int(rng.integers(2, big - s - 2))
+    paint(img, shape_mask('square', s), x, y, PALETTE[c])
+    return (_still(img, spec), "What colour is the small spot?", c, [n for n in names if n != c],
+            f"A small {c} spot on a big {c2} square.")
+
+# %% ../../nbs/15_synthetic.ipynb #67978f09
+def task_odd_color(rng, v, spec):
+    "One small square of colour `v` among five of another colour (detail: pooling gives the majority's colour)."
+    names = list(PALETTE); c = names[v]
+    c2 = names[(v + 1 + int(rng.integers(3))) % 4]
+    img, boxes = _bg(rng, spec), []
+    for col in [c] + [c2] * 5:
+        x, y = _free_spot(rng, spec, spec.detail, boxes); boxes.append((x, y, spec.detail))
+        paint(img, shape_mask('square', spec.detail), x, y, PALETTE[col])
+    return (_still(img, spec), "What colour is the odd square?", c, [n for n in names if n != c],
+            f"One {c} square among {c2} squares.")
+
+# %% ../../nbs/15_synthetic.ipynb #bfa3165d
+def task_big_color(rng, v, spec):
+    "A big shape of colour `v` (coarse: its colour survives any pooling)."
+    names = list(PALETTE); c = names[v]
+    img = _bg(rng, spec)
+    big = int(spec.size * 0.45)
+    bx, by = _free_spot(rng, spec, big)
+    shade = np.clip(np.array(PALETTE[c]) + rng.integers(-20, 21, 3), 0, 255)         # per-clip nuisance
+    paint(img, shape_mask(SHAPES[int(rng.integers(4))], big), bx, by, shade)
+    return (_still(img, spec), "What colour is the big shape?", c, [n for n in names if n != c], f"A big {c} shape.")
+
+# %% ../../nbs/15_synthetic.ipynb #fcccdf87
+def task_last_color(rng, v, spec):
+    "The screen is one colour, then turns colour `v` half-way (coarse and temporal)."
+    names = list(PALETTE); c = names[v]
+    others = [n for n in names if n != c]
+    first = others[int(rng.integers(3))]
+    frames = np.empty((spec.num_frames, spec.size, spec.size, 3), np.uint8)
+    for t in range(spec.num_frames):
+        col = first if t < spec.num_frames // 2 else c
+        frames[t] = np.clip(np.array(PALETTE[col]) + rng.integers(-15, 16, 3), 0, 255)
+    return frames, "What colour does the screen turn at the end?", c, others, f"The screen turns from {first} to {c}."
+
+# %% ../../nbs/15_synthetic.ipynb #2bfe4cea
+FADES = ('brighter', 'darker', 'brighter then darker', 'darker then brighter')
+
+def task_fade(rng, v, spec):
+    "The whole screen's brightness follows trajectory `FADES[v]` (coarse and temporal)."
+    lo, hi = int(rng.integers(20, 60)), int(rng.integers(190, 235))
+    T = spec.num_frames; t = np.arange(T) / max(1, T - 1)
+    prof = {0: t, 1: 1 - t, 2: 1 - np.abs(2 * t - 1), 3: np.abs(2 * t - 1)}[v]
+    tint = rng.integers(-10, 11, 3)
+    frames = np.empty((T, spec.size, spec.size, 3), np.uint8)
+    for k in range(T): frames[k] = np.clip(lo + (hi - lo) * prof[k] + tint, 0, 255)
+    a = FADES[v]
+    return frames, "How does the brightness of the screen change?", a, [f for f in FADES if f != a], f"The screen gets {a}."
+
+# %% ../../nbs/15_synthetic.ipynb #f6fd440f
+SYNTHETIC_TASKS |= {t.name: t for t in [
+    SyntheticTask('spot_color', 'detail', task_spot_color, 'Spot Colour'),
+    SyntheticTask('odd_color', 'detail', task_odd_color, 'Odd Colour'),
+    SyntheticTask('big_color', 'coarse', task_big_color, 'Big Colour'),
+    SyntheticTask('last_color', 'coarse', task_last_color, 'Last Colour'),
+    SyntheticTask('fade', 'coarse', task_fade, 'Fade'),
+]}
+DEFAULT_TASKS = ('small_color', 'spot_color', 'odd_color', 'big_color', 'last_color', 'fade')  # the demo's set
+
 # %% ../../nbs/15_synthetic.ipynb #27b332a1
 LETTERS = 'ABCD'
 SPLIT_IDS = {'train': 1, 'eval': 2}
@@ -198,10 +273,10 @@ def make_items(task: str, n: int, split: str, seed: int = 0, spec: ClipSpec = Cl
         yield i, frames, q, cands, L, cap
 
 def make_synthetic(out_dir, n_train: int = 64, n_eval: int = 32, seed: int = 0, tasks=None, size: int = 96,
-                   seconds: int = 8, fps: int = 4, detail: int = 7, overwrite: bool = False, option_order: str = 'random') -> dict:
+                   seconds: int = 8, fps: int = 4, detail: int = 10, overwrite: bool = False, option_order: str = 'random') -> dict:
     "Write the train annotations and the MVBench-layout eval split under `out_dir`; return the manifest."
     out = Path(out_dir)
-    tasks = list(tasks or SYNTHETIC_TASKS)
+    tasks = list(tasks or DEFAULT_TASKS)
     bad = [t for t in tasks if t not in SYNTHETIC_TASKS]
     if bad: raise ValueError(f"unknown synthetic task(s) {bad}; known: {list(SYNTHETIC_TASKS)}")
     spec = ClipSpec(size, seconds, fps, detail)
@@ -244,7 +319,7 @@ def dc_make_synthetic(
     size: int = 96,                   # clip side in pixels
     seconds: int = 8,                 # clip length
     fps: int = 4,                     # frames per second
-    detail: int = 7,                  # small-object size in pixels (smaller = harder detail tasks)
+    detail: int = 10,                 # small-object size in pixels (smaller = harder detail tasks)
     overwrite: bool = False,          # regenerate even if a set with these settings exists
     option_order: str = 'random',     # 'random' (as MVBench) or 'sorted' (alphabetical: the letter follows the answer)
 ):
