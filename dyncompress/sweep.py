@@ -80,7 +80,8 @@ def run_sweep(experiment: str = 'demo', preset: str = 'tiny', pool_levels='1,2,4
     from dyncompress.analysis.report import analyse_run
     from dyncompress.analysis.claims import sweep_summary
     levels = _levels(pool_levels)
-    fixed_levels = _levels(per_level_levels) if per_level_levels else levels
+    fixed_levels = [b for b in _levels(per_level_levels) if b in levels] if per_level_levels else levels
+    if not fixed_levels: raise ValueError(f"per_level_levels {per_level_levels!r} shares no level with pool_levels {pool_levels!r}")
     nbs = Path(nbs_dir) if nbs_dir else Path(__file__).resolve().parents[1]/'nbs'
     if not (nbs/'finetune.ipynb').exists(): raise FileNotFoundError(f"{nbs}: driver notebooks not found (pass nbs_dir)")
     exp = (Path(out_root)/experiment).resolve(); exp.mkdir(parents=True, exist_ok=True)

@@ -89,7 +89,7 @@ def test_deepspeed_zero2_two_ranks(data, tmp_path):
 def test_killed_run_resumes(data, tmp_path):
     out = tmp_path/'kill'
     cmd = dc_train('finetune', '--data_root', data, '--output_dir', out, '--max_steps', 10, '--pool_level', 16,
-                   '--opts', '{"save_steps": 2}')
+                   '--opts', '{"save_steps": 2, "logging_steps": 1}')
     p = subprocess.Popen([str(c) for c in cmd], cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                          start_new_session=True)
     try:
