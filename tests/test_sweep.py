@@ -8,7 +8,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def _sweep(out: Path, finetune_steps: int = 2, ok: bool = True):
     cmd = [sys.executable, "-m", "papermill", str(ROOT / "nbs" / "sweep.ipynb"), str(out / "sweep.ipynb"), "--log-output",
            "-p", "experiment", "smoke", "-p", "pool_levels", "4,16", "-p", "pretrain_steps", "1", "-p", "finetune_steps",
-           str(finetune_steps), "-p", "n_train", "4", "-p", "n_eval", "2"]
+           str(finetune_steps), "-p", "multi_steps", str(finetune_steps), "-p", "n_train", "4", "-p", "n_eval", "2"]
     r = subprocess.run(cmd, cwd=out, capture_output=True, text=True)
     assert (r.returncode == 0) == ok, r.stderr[-3000:]
     return r.stderr + r.stdout
