@@ -9,7 +9,7 @@ from pathlib import Path
 from .config import save_json
 
 # %% auto #0
-__all__ = ['run_step', 'sweep_plan', 'check_settings', 'progress_line', 'run_sweep', 'write_index']
+__all__ = ['run_step', 'sweep_plan', 'check_settings', 'progress_line', 'run_sweep', 'write_index', 'compare_sweeps']
 
 # %% ../nbs/60_sweep.ipynb #7e3c62c9
 def run_step(src, dst, params: dict, done=None, *, cwd=None, log=print) -> bool:
@@ -153,4 +153,20 @@ def write_index(exp, reports: dict, meta: dict, wall_s: float, claims_md: str = 
                   to_markdown(accuracy_table(recs, 'robust', intervals=True)), "", f"Full report with plots: [{rel}]({rel})", ""]
     out = exp/'report.md'
     out.write_text('\n'.join(lines) + '\n')
+    return out
+
+# %% ../nbs/60_sweep.ipynb #6865c791
+def compare_sweeps(exp_a, exp_b) -> dict:
+    "Per evaluation run of two sweep folders: identical predictions / questions, and the largest option-probability difference."
+    from dyncompress.eval.records import read_jsonl
+    out = {}
+    for f in sorted(Path(exp_a).glob('eval/*/records.jsonl')):
+        g = Path(exp_b)/f.relative_to(exp_a)
+        if not g.exists(): raise FileNotFoundError(f"{g}: no such file (the other sweep has no {f.parent.name} run)")
+        a, b = ({(r['qid'], r['pool_level']): r for r in read_jsonl(x)} for x in (f, g))
+        if a.keys() != b.keys(): raise ValueError(f"{f} and {g} hold different questions or levels")
+        diff = [abs(x - y) for k in a if a[k]['option_probs'] and b[k]['option_probs']
+                for x, y in zip(a[k]['option_probs'], b[k]['option_probs'])]
+        out[f.parent.name] = dict(same=sum(a[k]['pred'] == b[k]['pred'] for k in a), questions=len(a),
+                                  max_prob_diff=max(diff, default=0.0))
     return out
