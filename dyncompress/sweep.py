@@ -158,15 +158,12 @@ def write_index(exp, reports: dict, meta: dict, wall_s: float, claims_md: str = 
 # %% ../nbs/60_sweep.ipynb #6865c791
 def compare_sweeps(exp_a, exp_b) -> dict:
     "Per evaluation run of two sweep folders: identical predictions / questions, and the largest option-probability difference."
-    from dyncompress.eval.records import read_jsonl
+    from dyncompress.eval.records import read_jsonl, compare_records
     out = {}
     for f in sorted(Path(exp_a).glob('eval/*/records.jsonl')):
         g = Path(exp_b)/f.relative_to(exp_a)
         if not g.exists(): raise FileNotFoundError(f"{g}: no such file (the other sweep has no {f.parent.name} run)")
-        a, b = ({(r['qid'], r['pool_level']): r for r in read_jsonl(x)} for x in (f, g))
-        if a.keys() != b.keys(): raise ValueError(f"{f} and {g} hold different questions or levels")
-        diff = [abs(x - y) for k in a if a[k]['option_probs'] and b[k]['option_probs']
-                for x, y in zip(a[k]['option_probs'], b[k]['option_probs'])]
-        out[f.parent.name] = dict(same=sum(a[k]['pred'] == b[k]['pred'] for k in a), questions=len(a),
-                                  max_prob_diff=max(diff, default=0.0))
+        try: c = compare_records(read_jsonl(f), read_jsonl(g))
+        except ValueError as e: raise ValueError(f"{f} and {g}: {e}") from None
+        out[f.parent.name] = {k: c[k] for k in ('same', 'questions', 'max_prob_diff')}
     return out

@@ -10,7 +10,7 @@ from .scoring import question_text
 
 # %% auto #0
 __all__ = ['RECORD_FIELDS', 'check_record', 'record_key', 'append_jsonl', 'read_jsonl', 'RecordStore', 'completeness',
-           'seed_json', 'export_seed_folder']
+           'top_margin', 'compare_records', 'seed_json', 'export_seed_folder']
 
 # %% ../../nbs/41_records.ipynb #548a1e8e
 RECORD_FIELDS = ('qid', 'task', 'video', 'question', 'candidates', 'answer_idx', 'gt', 'prompt', 'pred', 'pred_idx',
@@ -113,6 +113,22 @@ def completeness(records, qids, pool_levels) -> dict:
     errors = sorted({(r['qid'], r['error']) for r in records if r.get('error')})
     return dict(expected=len(expected), present=len(expected) - len(missing), complete=not missing,
                 missing=missing, errors=errors)
+
+# %% ../../nbs/41_records.ipynb #d868ecc1
+def top_margin(r: dict) -> float:
+    "Gap between the two largest option probabilities of a record (1.0 when it has fewer than two)."
+    p = sorted(r.get('option_probs') or [], reverse=True)
+    return p[0] - p[1] if len(p) > 1 else 1.0
+
+def compare_records(got, ref) -> dict:
+    "Agreement of two record lists keyed by (qid, pool level): same predictions, largest probability gap, the differing keys."
+    a, b = ({record_key(r): r for r in rs} for rs in (got, ref))
+    if a.keys() != b.keys(): raise ValueError(f"the runs hold different (question, pool level) keys: "
+                                              f"{sorted(a.keys() ^ b.keys())[:5]} ...")
+    diff = [abs(x - y) for k in a if a[k]['option_probs'] and b[k]['option_probs']
+            for x, y in zip(a[k]['option_probs'], b[k]['option_probs'])]
+    differ = {k: top_margin(b[k]) for k in b if a[k]['pred'] != b[k]['pred']}
+    return dict(questions=len(b), same=len(b) - len(differ), max_prob_diff=max(diff, default=0.0), differ=differ)
 
 # %% ../../nbs/41_records.ipynb #b6c8f9a2
 def seed_json(r: dict, task_names: dict | None = None, video_name=None) -> dict:
