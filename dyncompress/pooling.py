@@ -9,17 +9,18 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from .config import Geometry, POOL_LEVELS
+from .cli import UserError
 
 # %% auto #0
-__all__ = ['check_pool_level', 'divide_and_round', 'pooled_side', 'grid_of', 'pool_tokens', 'tokens_per_frame',
-           'visual_token_count', 'token_table']
+__all__ = ['check_pool_level', 'divide_and_round', 'pooled_side', 'parse_pool_levels', 'grid_of', 'pool_tokens',
+           'tokens_per_frame', 'visual_token_count', 'token_table']
 
 # %% ../nbs/01_pooling.ipynb #d076fe4a
 def check_pool_level(pool_level) -> int:
-    "Return `pool_level` as an int, or raise a `ValueError` saying why it is not a valid pool level."
+    "Return `pool_level` as an int, or raise a `UserError` (a `ValueError`) saying why it is not a valid pool level."
     if isinstance(pool_level, bool) or not isinstance(pool_level, (int, float)) or int(pool_level) != pool_level:
-        raise ValueError(f"pool level must be a positive integer, got {pool_level!r}")
-    if pool_level < 1: raise ValueError(f"pool level must be >= 1, got {pool_level!r}")
+        raise UserError(f"pool level must be a positive integer, got {pool_level!r}")
+    if pool_level < 1: raise UserError(f"pool level must be >= 1, got {pool_level!r}")
     return int(pool_level)
 
 def divide_and_round(a: int, b: int) -> int:
@@ -31,6 +32,20 @@ def divide_and_round(a: int, b: int) -> int:
 def pooled_side(grid: int, pool_level: int) -> int:
     "Side of the token grid of side `grid` after pooling at `pool_level`."
     return divide_and_round(grid, pool_level)
+
+# %% ../nbs/01_pooling.ipynb #48ac3d7f
+def parse_pool_levels(levels) -> tuple[int, ...]:
+    "`'1,2,4'`, `'1 2 4'`, `4` or `[1, 2, 4]` → `(1, 2, 4)`; a `UserError` for a bad, repeated or missing level."
+    items = levels.replace(',', ' ').split() if isinstance(levels, str) else [levels] if isinstance(levels, int) else list(levels or [])
+    out = []
+    for x in items:
+        try: b = int(x) if isinstance(x, str) else x
+        except ValueError: raise UserError(f"pool levels {levels!r}: {x!r} is not an integer") from None
+        b = check_pool_level(b)
+        if b in out: raise UserError(f"pool levels {levels!r}: level {b} is given twice")
+        out.append(b)
+    if not out: raise UserError(f"no pool levels given ({levels!r})")
+    return tuple(out)
 
 # %% ../nbs/01_pooling.ipynb #58e73244
 def grid_of(num_tokens: int) -> int:
