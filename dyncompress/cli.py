@@ -27,7 +27,7 @@ def run_command(func, argv: list[str] | None = None) -> int:
     try: func(**args)
     except USER_ERRORS as e:
         if os.environ.get(DEBUG_ENV): raise
-        msg = ' '.join(str(e).split()) if isinstance(e, UserError) else f"{e.strerror or 'no such file'}: {e.filename}"
+        msg = f"{e.strerror}: {e.filename}" if isinstance(e, OSError) and e.filename else ' '.join(str(e).split())
         print(f"{p.prog}: error: {msg}", file=sys.stderr)
         return 2
     return 0

@@ -10,7 +10,7 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['POOL_LEVELS', 'IGNORE_INDEX', 'IMAGE_TOKEN_INDEX', 'DEFAULT_IMAGE_TOKEN', 'DEFAULT_VIDEO_TOKEN', 'GEOMETRIES',
-           'Geometry', 'get_geometry', 'save_json', 'load_json']
+           'Geometry', 'get_geometry', 'save_json', 'load_json', 'record_settings']
 
 # %% ../nbs/00_config.ipynb #c08b2038
 POOL_LEVELS = (1, 2, 4, 8, 16)  # the pool levels b the seed studies
@@ -89,3 +89,19 @@ def load_json(path):
     if not path.exists(): raise FileNotFoundError(f"{path}: no such file")
     try: return json.loads(path.read_text())
     except json.JSONDecodeError as e: raise ValueError(f"{path}: malformed JSON ({e})") from e
+
+# %% ../nbs/00_config.ipynb #d130cad0
+def record_settings(path, settings: dict, what: str = 'folder', additive: tuple = ()) -> dict:
+    "Store `settings` as JSON at `path`, or raise a `UserError` naming each difference from those stored there."
+    from dyncompress.cli import UserError
+    path = Path(path)
+    settings = json.loads(json.dumps(settings, default=str))       # the JSON form (tuples -> lists) that is stored
+    if path.exists():
+        old = load_json(path)
+        diff = [f"{k}: {old.get(k)!r} there, {settings.get(k)!r} now" for k in sorted(set(old) | set(settings))
+                if k not in additive and old.get(k) != settings.get(k)]
+        if diff: raise UserError(f"{path.parent} holds a {what} made with other settings ({'; '.join(diff)}): "
+                                 "use another output folder, or delete this one to start over")
+        for k in additive: settings[k] = list(old.get(k) or []) + [x for x in settings.get(k) or [] if x not in (old.get(k) or [])]
+    save_json(settings, path)
+    return settings

@@ -6,7 +6,7 @@
 from __future__ import annotations
 import json, sys, time
 from pathlib import Path
-from .config import save_json
+from .config import save_json, record_settings
 
 # %% auto #0
 __all__ = ['run_step', 'sweep_plan', 'check_settings', 'progress_line', 'run_sweep', 'write_index', 'compare_sweeps']
@@ -50,16 +50,7 @@ def sweep_plan(exp, pool_levels, multi_level: bool = True) -> list[tuple[str, st
 # %% ../nbs/60_sweep.ipynb #56da4bbf
 def check_settings(exp, settings: dict) -> dict:
     "Record `settings` in `exp/sweep_settings.json`, or raise if the folder was made with different ones."
-    p = Path(exp)/'sweep_settings.json'
-    settings = json.loads(json.dumps(settings))          # the JSON form (tuples -> lists) that is stored
-    if p.exists():
-        old = json.loads(p.read_text())
-        diff = {k: (old.get(k), settings.get(k)) for k in sorted(set(old) | set(settings)) if old.get(k) != settings.get(k)}
-        if diff:
-            raise ValueError(f"{exp} holds a sweep made with other settings {diff} (recorded, requested): "
-                             "use another experiment name, or delete the folder to start over")
-    else: save_json(settings, p)
-    return settings
+    return record_settings(Path(exp)/'sweep_settings.json', settings, 'sweep')
 
 # %% ../nbs/60_sweep.ipynb #c5533d19
 def progress_line(k: int, total: int, elapsed_s: float, done: dict, remaining_kinds: list) -> str:
