@@ -11,14 +11,15 @@ import torch
 from torch import nn
 from transformers import Trainer, TrainingArguments
 from .config import IMAGE_TOKEN_INDEX, save_json
-from .pooling import check_pool_level
+from .pooling import check_pool_level, parse_pool_levels
+from .cli import UserError
 
 # %% auto #0
-__all__ = ['PRESET_OVERRIDES', 'ZERO2', 'ZERO3', 'DEEPSPEED_CONFIGS', 'PROJECTORS', 'TOWERS', 'LORA_TARGETS', 'NON_LORA_NAME',
-           'TrainConfig', 'PretrainConfig', 'FinetuneConfig', 'deepspeed_config', 'launched', 'device_kwargs',
-           'training_arguments', 'find_modules', 'freeze_towers', 'count_trainable', 'setup_pretrain',
-           'lora_target_regex', 'setup_finetune', 'param_groups', 'pool_level_at', 'non_lora_state', 'VideoTrainer',
-           'load_non_lora']
+__all__ = ['LEVEL_MODES', 'PRESET_OVERRIDES', 'ZERO2', 'ZERO3', 'DEEPSPEED_CONFIGS', 'PROJECTORS', 'TOWERS', 'LORA_TARGETS',
+           'NON_LORA_NAME', 'TrainConfig', 'PretrainConfig', 'FinetuneConfig', 'deepspeed_config', 'launched',
+           'device_kwargs', 'VideoTrainingArguments', 'training_arguments', 'find_modules', 'freeze_towers',
+           'count_trainable', 'setup_pretrain', 'lora_target_regex', 'setup_finetune', 'param_groups', 'pool_level_at',
+           'non_lora_state', 'VideoTrainer', 'load_non_lora', 'all_levels_loss']
 
 # %% ../nbs/30_training.ipynb #745b17e0
 @dataclass
@@ -82,6 +83,8 @@ class PretrainConfig(TrainConfig):
         if self.tune not in ('mm_projector', 'image_mm_projector'):
             raise ValueError(f"tune must be 'mm_projector' or 'image_mm_projector', got {self.tune!r}")
 
+LEVEL_MODES = ('sample', 'all')           # how a multi-level finetune trains its levels (FinetuneConfig.level_mode)
+
 @dataclass
 class FinetuneConfig(TrainConfig):
     "LoRA finetuning: LoRA on the LLM, both projectors at `mm_projector_lr`, towers frozen, `qwen2_cap` template."
@@ -98,15 +101,20 @@ class FinetuneConfig(TrainConfig):
     lora_r: int = 128
     lora_alpha: int = 256
     lora_dropout: float = 0.05
-    pool_levels: tuple = ()                # multi-level mode: a level is sampled per optimizer step from these
+    pool_levels: tuple = ()                # multi-level mode: the levels trained (see `level_mode`)
+    level_mode: str = 'sample'             # multi-level: 'sample' one level per optimizer step; 'all' every level on every batch
+    consistency_weight: float = 0.0        # level_mode 'all': weight of KL(finest level || each coarser level) on the answer tokens
     init_mm_projector: str = ''            # video projector: our pretrain dir / mm_projector.bin / '' (preset's)
     init_image_mm_projector: str = ''      # image projector: our pretrain dir / image_mm_projector.bin / ''
     train_embeddings: bool = False         # also train the (tied) token embeddings at `learning_rate` (tiny preset: its LLM is random)
 
     def __post_init__(self):
         super().__post_init__()
-        levels = self.pool_levels.replace(',', ' ').split() if isinstance(self.pool_levels, str) else self.pool_levels or ()
-        self.pool_levels = tuple(check_pool_level(int(b) if isinstance(b, str) else b) for b in levels)
+        self.pool_levels = parse_pool_levels(self.pool_levels) if self.pool_levels not in ('', (), [], None) else ()
+        if self.level_mode not in LEVEL_MODES: raise UserError(f"level_mode must be one of {LEVEL_MODES}, got {self.level_mode!r}")
+        if self.consistency_weight < 0: raise UserError(f"consistency_weight must be >= 0, got {self.consistency_weight}")
+        if self.consistency_weight and not (self.level_mode == 'all' and len(self.pool_levels) > 1):
+            raise UserError("consistency_weight needs level_mode 'all' and at least two pool_levels")
 
 # %% ../nbs/30_training.ipynb #3b40920e
 PRESET_OVERRIDES = {
@@ -162,8 +170,14 @@ def device_kwargs(cuda: bool | None = None, distributed: bool | None = None) -> 
     return dict(bf16=bf16, fp16=not bf16, tf32=True)
 
 # %% ../nbs/30_training.ipynb #6836acf8
-def training_arguments(cfg: TrainConfig, **kw) -> TrainingArguments:
-    "HF `TrainingArguments` for `cfg` on this machine (`kw` overrides)."
+@dataclass
+class VideoTrainingArguments(TrainingArguments):
+    "HF `TrainingArguments` plus how a multi-level finetune trains its levels (`FinetuneConfig`'s fields of the same names)."
+    level_mode: str = 'sample'
+    consistency_weight: float = 0.0
+
+def training_arguments(cfg: TrainConfig, **kw) -> VideoTrainingArguments:
+    "`VideoTrainingArguments` for `cfg` on this machine (`kw` overrides)."
     out = Path(cfg.output_dir)
     args = dict(
         output_dir=str(out), num_train_epochs=cfg.num_train_epochs, max_steps=cfg.max_steps,
@@ -177,11 +191,12 @@ def training_arguments(cfg: TrainConfig, **kw) -> TrainingArguments:
         remove_unused_columns=False, label_names=['labels'], report_to='none', disable_tqdm=False,
         ddp_find_unused_parameters=cfg.stage == 'finetune',   # a batch of images leaves the video projector unused
         deepspeed=deepspeed_config(cfg.deepspeed, out) if cfg.deepspeed else None,
+        level_mode=getattr(cfg, 'level_mode', 'sample'), consistency_weight=getattr(cfg, 'consistency_weight', 0.0),
         **device_kwargs())
     # transformers ≥ 5.2x names it activation checkpointing; earlier 5.x releases gradient checkpointing
     gc = 'activation_checkpointing' if 'activation_checkpointing' in TrainingArguments.__dataclass_fields__ else 'gradient_checkpointing'
     args[gc], args[f'{gc}_kwargs'] = cfg.gradient_checkpointing, {'use_reentrant': False} if cfg.gradient_checkpointing else None
-    return TrainingArguments(**{**args, **kw})
+    return VideoTrainingArguments(**{**args, **kw})
 
 # %% ../nbs/30_training.ipynb #39a70cf3
 PROJECTORS = ('mm_projector', 'image_mm_projector')
@@ -318,6 +333,8 @@ class VideoTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         for t in self._towers: t.eval()                  # model.train() was just called on everything
         inputs = {k: v for k, v in inputs.items() if k != 'meta'}
+        if self.pool_levels and self.args.level_mode == 'all' and self._pass_level:
+            return all_levels_loss(self, model, inputs, return_outputs, num_items_in_batch)
         level = self.current_pool_level()
         if self._pass_level: inputs['pool_level'] = level
         if model.training: self._count(inputs, level)
@@ -328,13 +345,15 @@ class VideoTrainer(Trainer):
         return out
 
     def _count(self, inputs, level):
+        "Add a batch to the token counts; `level` may be a tuple (every level of the batch was run)."
         ids, mask = inputs['input_ids'], inputs.get('attention_mask')
         vids = inputs.get('videos') if inputs.get('videos') is not None else inputs.get('features')
         n_vid = 0 if vids is None else len(vids)
         n_img = 0 if inputs.get('images') is None else len(inputs['images'])
         self.counts['samples'] += len(ids)
         self.counts['text_tokens'] += int((mask.sum() if mask is not None else ids.numel()) - (ids == IMAGE_TOKEN_INDEX).sum())
-        if self.visual_tokens is not None: self.counts['visual_tokens'] += n_vid * self.visual_tokens(level)
+        if self.visual_tokens is not None:
+            self.counts['visual_tokens'] += n_vid * sum(self.visual_tokens(b) for b in (level if isinstance(level, tuple) else (level,)))
         self.counts['visual_tokens'] += n_img * self.image_tokens
         if self.record_batches:
             for row, m in zip(ids, mask if mask is not None else torch.ones_like(ids)):
@@ -361,3 +380,25 @@ def load_non_lora(model: nn.Module, path) -> nn.Module:
     with torch.no_grad():
         for k, v in sd.items(): params[k].copy_(v.to(params[k].dtype))
     return model
+
+# %% ../nbs/30_training.ipynb #98f7a524
+def all_levels_loss(trainer: VideoTrainer, model, inputs: dict, return_outputs: bool = False, num_items_in_batch=None):
+    "One batch at every level of `trainer.pool_levels` from one encoding: mean level loss + consistency_weight · mean KL(finest ‖ coarser)."
+    base = _unwrap_peft(trainer.accelerator.unwrap_model(model))
+    if inputs.get('videos') is not None:                  # frozen towers: encode once, pool at every level
+        with torch.no_grad(): inputs['features'] = base.encode(inputs.pop('videos'), inputs.pop('context_images', None))
+    levels = tuple(sorted(trainer.pool_levels))            # finest first
+    if inputs.get('features') is None: levels = levels[:1]  # nothing to pool (an image or text batch): one pass
+    losses, logps = [], []
+    for b in levels:
+        loss, out = Trainer.compute_loss(trainer, model, {**inputs, 'pool_level': b}, True, num_items_in_batch)
+        losses.append(loss); logps.append(out.logits.float().log_softmax(-1))          # (N, V): the N supervised positions
+    kls = [nn.functional.kl_div(lp, logps[0].detach(), log_target=True, reduction='batchmean') for lp in logps[1:]]
+    total = torch.stack(losses).mean()
+    if trainer.args.consistency_weight and kls: total = total + trainer.args.consistency_weight * torch.stack(kls).mean()
+    if model.training:
+        trainer._count(inputs, levels)
+        step = trainer.state.global_step
+        trainer.step_log += [{'step': step, 'pool_level': b, 'loss': float(l.detach())} | ({'consistency': float(kls[i - 1].detach())} if i else {})
+                             for i, (b, l) in enumerate(zip(levels, losses))]
+    return (total, out) if return_outputs else total
