@@ -66,7 +66,7 @@ def run_sweep(experiment: str = 'demo', preset: str = 'tiny', pool_levels='1,2,4
               data_root: str = '', mvbench_root: str = '', pretrain_steps: int = 20, finetune_steps: int = 60,
               n_train: int = 64, n_eval: int = 32, option_order: str = 'sorted', eval_limit: int = 0, batch_size: int = 8, protocol: str = 'seed',
               seed: int = 0, deepspeed: str = '', device: str = 'cpu', finetune_opts: str = '', out_root: str = 'runs',
-              nbs_dir=None, feature_cache: bool = True, multi_steps: int = 0, per_level_levels='', log=print) -> Path:
+              nbs_dir=None, feature_cache: bool = True, multi_steps: int = 0, per_level_levels='', multi_opts: str = '', log=print) -> Path:
     "Pretrain → finetune per pool level (+ multi-level) → evaluate → analyse; returns the path of `report.md`."
     from dyncompress.analysis.report import analyse_run
     from dyncompress.analysis.claims import sweep_summary
@@ -79,7 +79,8 @@ def run_sweep(experiment: str = 'demo', preset: str = 'tiny', pool_levels='1,2,4
     check_settings(exp, dict(preset=preset, pool_levels=levels, multi_level=multi_level, data_root=data_root, mvbench_root=mvbench_root,
                              pretrain_steps=pretrain_steps, finetune_steps=finetune_steps, n_train=n_train, n_eval=n_eval,
                              option_order=option_order, eval_limit=eval_limit, protocol=protocol, seed=seed, deepspeed=deepspeed,
-                             finetune_opts=finetune_opts, multi_steps=multi_steps or finetune_steps, per_level_levels=fixed_levels))
+                             finetune_opts=finetune_opts, multi_steps=multi_steps or finetune_steps, per_level_levels=fixed_levels,
+                             multi_opts=multi_opts))
     t0 = time.time()
     data = dict(data_root=data_root, mvbench_root=mvbench_root)
     if not data_root:
@@ -99,7 +100,7 @@ def run_sweep(experiment: str = 'demo', preset: str = 'tiny', pool_levels='1,2,4
         if kind == 'pretrain':
             p = dict(common, tune=name, output_dir=str(pre[name]), max_steps=pretrain_steps, opts=seed_opts)
         elif kind == 'finetune':
-            opts = json.dumps({**json.loads(finetune_opts or '{}'), 'seed': seed})
+            opts = json.dumps({**json.loads(finetune_opts or '{}'), **json.loads((multi_opts if name == 'multi' else '') or '{}'), 'seed': seed})
             p = dict(common, output_dir=str(exp/'finetune'/name), max_steps=(multi_steps or finetune_steps) if name == 'multi' else finetune_steps,
                      opts=opts, init_mm_projector=str(pre['mm_projector']), init_image_mm_projector=str(pre['image_mm_projector']))
             p |= dict(pool_levels=','.join(map(str, levels))) if name == 'multi' else dict(pool_level=int(name[4:]))
