@@ -4,9 +4,11 @@
 
 # %% ../../nbs/14_mvbench_data.ipynb #913e635d
 from __future__ import annotations
+import json, warnings
 from dataclasses import dataclass, asdict, field
 from pathlib import Path
 import numpy as np
+from ..cli import UserError
 from ..config import load_json, save_json
 from .video import (open_video, sample_frame_indices, uniform_sample, fill_to, read_image,
                                     FrameFolder, VideoError)
@@ -29,9 +31,9 @@ class MVBenchTask:
     kind: str = ''     # free label, e.g. 'detail' / 'coarse' for the synthetic tasks
 
     def __post_init__(self):
-        if self.data_type not in ('video', 'frame'): raise ValueError(f"task {self.name}: data_type must be 'video' or 'frame', got {self.data_type!r}")
+        if self.data_type not in ('video', 'frame'): raise UserError(f"task {self.name}: data_type must be 'video' or 'frame', got {self.data_type!r}")
 
-_T = [  # title, json stem, prefix, type, bound  (mvbench-facts §2.2)
+_T = [  # title, json stem, prefix, type, bound
     ("Action Sequence", "action_sequence", "star/Charades_v1_480/", "video", True),
     ("Action Prediction", "action_prediction", "star/Charades_v1_480/", "video", True),
     ("Action Antonym", "action_antonym", "ssv2_video/", "video", False),
@@ -86,34 +88,43 @@ def load_task_table(root) -> dict[str, MVBenchTask]:
     p = Path(root) / TASK_TABLE
     if not p.exists(): return dict(MVBENCH_TASKS)
     rows = load_json(p)
-    if not isinstance(rows, list): raise ValueError(f"{p}: a task table must be a JSON list of task objects")
+    if not isinstance(rows, list): raise UserError(f"{p}: a task table must be a JSON list of task objects")
     out = {}
     for i, r in enumerate(rows):
         try: t = MVBenchTask(**r)
-        except TypeError as e: raise ValueError(f"{p} entry {i}: not a task ({e})") from None
+        except TypeError as e: raise UserError(f"{p} entry {i}: not a task ({e})") from None
         out[t.name] = t
     return out
 
 def _item(task: MVBenchTask, i: int, d, media_root: Path, src: Path) -> MVBenchItem:
     where = f"{src} item {i}"
-    if not isinstance(d, dict): raise ValueError(f"{where}: expected an object, got {type(d).__name__}")
+    if not isinstance(d, dict): raise UserError(f"{where}: expected an object, got {type(d).__name__}")
     for k, ty in (('video', str), ('question', str), ('answer', str), ('candidates', list)):
-        if k not in d: raise ValueError(f"{where}: missing field {k!r}")
-        if not isinstance(d[k], ty): raise ValueError(f"{where}: field {k!r} must be {ty.__name__}, got {type(d[k]).__name__}")
+        if k not in d: raise UserError(f"{where}: missing field {k!r}")
+        if not isinstance(d[k], ty): raise UserError(f"{where}: field {k!r} must be {ty.__name__}, got {type(d[k]).__name__}")
     cands = d['candidates']
     if len(cands) < 2 or not all(isinstance(c, str) for c in cands):
-        raise ValueError(f"{where}: 'candidates' must be a list of at least 2 strings, got {cands!r}")
-    if len(set(cands)) != len(cands): raise ValueError(f"{where}: duplicate candidates {cands!r}")
-    if d['answer'] not in cands: raise ValueError(f"{where}: answer {d['answer']!r} is not one of the candidates {cands!r}")
-    if not d['video']: raise ValueError(f"{where}: empty 'video'")
+        raise UserError(f"{where}: 'candidates' must be a list of at least 2 strings, got {cands!r}")
+    if len(set(cands)) != len(cands): raise UserError(f"{where}: duplicate candidates {cands!r}")
+    if d['answer'] not in cands: raise UserError(f"{where}: answer {d['answer']!r} is not one of the candidates {cands!r}")
+    if not d['video']: raise UserError(f"{where}: empty 'video'")
     start = end = None
     if task.bound:
         for k in ('start', 'end'):
             if not isinstance(d.get(k), (int, float)) or isinstance(d.get(k), bool):
-                raise ValueError(f"{where}: bound task {task.name!r} needs a numeric {k!r}, got {d.get(k)!r}")
+                raise UserError(f"{where}: bound task {task.name!r} needs a numeric {k!r}, got {d.get(k)!r}")
         start, end = float(d['start']), float(d['end'])
     return MVBenchItem(task.name, i, f"{task.name}/{i}", str(media_root / task.prefix / d['video']), d['question'],
                        list(cands), d['answer'], cands.index(d['answer']), start, end, task.data_type)
+
+def _duplicates(data: list) -> list[tuple[int, int]]:
+    "`(first, copy)` index pairs of entries of a task list that repeat an earlier entry exactly."
+    first, out = {}, []
+    for i, d in enumerate(data):
+        k = json.dumps(d, sort_keys=True)
+        if k in first: out.append((first[k], i))
+        else: first[k] = i
+    return out
 
 def read_mvbench(root, tasks=None, missing_ok: bool = False) -> list[MVBenchItem]:
     "Items of `tasks` (names; default all in the root's task table) from `root/json` with media under `root/video`."
@@ -121,7 +132,7 @@ def read_mvbench(root, tasks=None, missing_ok: bool = False) -> list[MVBenchItem
     table = load_task_table(root)
     names = list(table) if tasks is None else ([tasks] if isinstance(tasks, str) else list(tasks))
     unknown = [n for n in names if n not in table]
-    if unknown: raise ValueError(f"unknown MVBench task(s) {unknown}; known: {sorted(table)}")
+    if unknown: raise UserError(f"unknown MVBench task(s) {unknown}; known: {sorted(table)}")
     items = []
     for n in names:
         t = table[n]
@@ -130,8 +141,11 @@ def read_mvbench(root, tasks=None, missing_ok: bool = False) -> list[MVBenchItem
             if missing_ok: continue
             raise FileNotFoundError(f"{src}: annotation file of task {n!r} not found")
         data = load_json(src)
-        if not isinstance(data, list): raise ValueError(f"{src}: expected a JSON list of items, got {type(data).__name__}")
+        if not isinstance(data, list): raise UserError(f"{src}: expected a JSON list of items, got {type(data).__name__}")
         items += [_item(t, i, d, root / 'video', src) for i, d in enumerate(data)]
+        if (dup := _duplicates(data)):
+            warnings.warn(f"{src}: {len(dup)} duplicated question(s), each evaluated and counted again: "
+                          + ', '.join(f"item {b} repeats item {a}" for a, b in dup[:5]) + (' ...' if len(dup) > 5 else ''))
     return items
 
 def missing_media(items) -> list[MVBenchItem]:

@@ -7,25 +7,39 @@ from __future__ import annotations
 import os
 from pathlib import Path
 import numpy as np
+from ..cli import UserError
 
 # %% auto #0
-__all__ = ['IMAGE_EXTS', 'VideoError', 'default_backend', 'DecordVideo', 'PyAVVideo', 'FrameFolder', 'open_video', 'read_image',
-           'write_video', 'frame_bounds', 'fill_to', 'sample_frame_indices', 'uniform_sample', 'load_clip']
+__all__ = ['IMAGE_EXTS', 'BACKEND_ENV', 'VIDEO_BACKENDS', 'VideoError', 'check_backend', 'default_backend', 'DecordVideo',
+           'PyAVVideo', 'FrameFolder', 'open_video', 'read_image', 'write_video', 'frame_bounds', 'fill_to',
+           'sample_frame_indices', 'uniform_sample', 'load_clip']
 
 # %% ../../nbs/10_video.ipynb #09209d93
-class VideoError(ValueError):
+class VideoError(UserError):
     "A video that cannot be used (missing, unreadable, corrupt or without frames); the message names the file."
 
 IMAGE_EXTS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp')
+BACKEND_ENV = 'DC_VIDEO_BACKEND'                              # forces a backend
+VIDEO_BACKENDS = {'decord': 'decord', 'pyav': 'pyav', 'av': 'pyav'}   # accepted spelling -> backend (`av`: PyAV's module name)
 
 def _has_decord() -> bool:
     try: import decord  # noqa: F401
     except Exception: return False
     return True
 
+def check_backend(backend: str, source: str = 'video backend') -> str:
+    "The backend `backend` names (`av` is `pyav`), or a `UserError` naming `source` and the allowed values."
+    allowed = ', '.join(VIDEO_BACKENDS)
+    if backend not in VIDEO_BACKENDS: raise UserError(f"{source}={backend!r} is not a video backend; use one of {allowed}")
+    if VIDEO_BACKENDS[backend] == 'decord' and not _has_decord():
+        raise UserError(f"{source}={backend!r}: decord is not installed here; use pyav (or av)")
+    return VIDEO_BACKENDS[backend]
+
 def default_backend() -> str:
-    "`$DC_VIDEO_BACKEND` if set, else `decord` when it imports, else `pyav`."
-    return os.environ.get('DC_VIDEO_BACKEND') or ('decord' if _has_decord() else 'pyav')
+    "`$DC_VIDEO_BACKEND` if set (checked), else `decord` when it imports, else `pyav`."
+    env = os.environ.get(BACKEND_ENV)
+    if env: return check_backend(env, BACKEND_ENV)
+    return 'decord' if _has_decord() else 'pyav'
 
 # %% ../../nbs/10_video.ipynb #1e9ec57b
 def _check_indices(src, indices) -> list[int]:
@@ -105,11 +119,10 @@ def _open_failure(path: Path, err: Exception) -> VideoError:
 
 def open_video(path, backend: str | None = None, folder_fps: float = 3.0):
     "Open a video file (decord or PyAV) or a frame folder; `VideoError` naming `path` if it cannot be used."
+    backend = check_backend(backend) if backend else default_backend()     # a bad setting first, whatever the file
     path = Path(path)
     if not path.exists(): raise VideoError(f"{path}: no such video file or frame folder")
     if path.is_dir(): return FrameFolder(path, folder_fps)
-    backend = backend or default_backend()
-    if backend not in ('decord', 'pyav'): raise ValueError(f"unknown video backend {backend!r}; use 'decord' or 'pyav'")
     if backend == 'pyav': src = PyAVVideo(path)
     else:
         try: src = DecordVideo(path)
