@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
-from fastcore.script import call_parse
+from ..cli import UserError, command
 from ..config import Geometry, IGNORE_INDEX, IMAGE_TOKEN_INDEX, DEFAULT_IMAGE_TOKEN, DEFAULT_VIDEO_TOKEN, load_json
 from .video import VideoError, load_clip, read_image, open_video
 from .processors import VideoProcessor, ContextProcessor
@@ -87,19 +87,19 @@ class ResolvedDataset:
     data_path: Path
 
 def resolve_datasets(use, root=None) -> list[ResolvedDataset]:
-    "Mix names, dataset names (comma-separated string or list) or annotation `.json` paths → resolved datasets."
-    parts = [p.strip() for p in use.split(',')] if isinstance(use, str) else list(use)
+    "Mix names, dataset names or annotation `.json` paths (a comma-separated string, a path, or a list) → resolved datasets."
+    parts = [p.strip() for p in use.split(',')] if isinstance(use, str) else [use] if isinstance(use, Path) else list(use)
     r, out = data_root(root), []
     for p in filter(None, map(str, parts)):
         if p in DATA_MIXES: out += resolve_datasets(DATA_MIXES[p], root)
         elif p in DATASETS: out.append(ResolvedDataset(p, r / DATASETS[p].annotation, r / DATASETS[p].media))
         elif p.endswith('.json'): out.append(ResolvedDataset(Path(p).stem, Path(p), Path(p).parent))
-        else: raise ValueError(f"unknown dataset {p!r}: not a mix ({', '.join(DATA_MIXES)}), a registered dataset, or a .json path")
+        else: raise UserError(f"unknown dataset {p!r}: not a mix ({', '.join(DATA_MIXES)}), a registered dataset, or a .json path")
     return out
 
 # %% ../../nbs/13_datasets.ipynb #118f10b6
-class DataError(ValueError):
-    "A sample that cannot be used; the message names the annotation file, entry and media file."
+class DataError(UserError):
+    "A sample that cannot be used; the message names the annotation file, entry and media file (a command prints it as one line)."
 
 @dataclass
 class Record:
@@ -304,9 +304,8 @@ class ModalityLengthGroupedSampler(Sampler):
 # %% ../../nbs/13_datasets.ipynb #0f886a8b
 def validate_annotations(use, root=None, check_media: bool = True, decode: bool = False) -> list[str]:
     "Every problem in the annotation file(s) `use` (paths, dataset or mix names): one line per problem."
-    ds = resolve_datasets(use, root) if not (isinstance(use, (str, Path)) and str(use).endswith('.json')) else \
-        [ResolvedDataset(Path(use).stem, Path(use), Path(use).parent)]
     probs = []
+    ds = resolve_datasets(use, root)
     for d in ds:
         try: data = load_json(d.annotation_path)
         except (FileNotFoundError, ValueError) as e: probs.append(str(e)); continue
@@ -325,15 +324,15 @@ def validate_annotations(use, root=None, check_media: bool = True, decode: bool 
             probs += [f"{r.where}: {x}" for x in ps]
     return probs
 
-@call_parse
+@command
 def dc_validate_data(
     use: str,                 # annotation .json path(s), dataset name(s) or a mix, comma-separated
     root: str = None,         # data root (default: $DC_DATA_ROOT, $DATASET_DIR, .cache/instruction_data)
     decode: bool = False,     # also open every video/image (slow on big sets)
     no_media: bool = False,   # check only the annotation structure
 ):
-    "List every problem in VideoGPT+ annotation files; exit status 1 if there is any."
+    "List every problem in VideoGPT+ annotation files; exit status 2 (and one error line) if there is any."
     probs = validate_annotations(use, root, check_media=not no_media, decode=decode)
     for p in probs: print(p)
-    print(f"{len(probs)} problem(s) in {use}")
-    return 1 if probs else 0
+    if probs: raise DataError(f"{len(probs)} problem(s) in {use} (listed above); the first: {probs[0]}")
+    print(f"no problems in {use}")
