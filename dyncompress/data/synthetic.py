@@ -8,7 +8,7 @@ import json, time
 from dataclasses import dataclass, asdict
 from pathlib import Path
 import numpy as np
-from fastcore.script import call_parse
+from ..cli import UserError, command
 from ..config import save_json, load_json
 from .video import write_video
 from .mvbench import MVBenchTask, write_task_table
@@ -278,7 +278,12 @@ def make_synthetic(out_dir, n_train: int = 64, n_eval: int = 32, seed: int = 0, 
     out = Path(out_dir)
     tasks = list(tasks or DEFAULT_TASKS)
     bad = [t for t in tasks if t not in SYNTHETIC_TASKS]
-    if bad: raise ValueError(f"unknown synthetic task(s) {bad}; known: {list(SYNTHETIC_TASKS)}")
+    if bad: raise UserError(f"unknown synthetic task(s) {bad}; known: {list(SYNTHETIC_TASKS)}")
+    for name, v, low in (('n_train', n_train, 0), ('n_eval', n_eval, 0), ('size', size, 1), ('seconds', seconds, 1),
+                         ('fps', fps, 1), ('detail', detail, 1)):
+        if v < low: raise UserError(f"{name} must be >= {low}, got {v}")
+    if detail >= size: raise UserError(f"detail ({detail} px) must be smaller than the clip side size ({size} px)")
+    if option_order not in OPTION_ORDERS: raise UserError(f"option_order must be one of {OPTION_ORDERS}, got {option_order!r}")
     spec = ClipSpec(size, seconds, fps, detail)
     settings = dict(n_train=n_train, n_eval=n_eval, seed=seed, tasks=tasks, spec=asdict(spec))
     if option_order != 'random': settings['option_order'] = option_order   # old manifests stay valid
@@ -310,7 +315,7 @@ def make_synthetic(out_dir, n_train: int = 64, n_eval: int = 32, seed: int = 0, 
     save_json(man, man_p)
     return man
 
-@call_parse
+@command
 def dc_make_synthetic(
     out_dir: str = 'data/synthetic',  # where to write the benchmark (use it as the data root)
     n_train: int = 64,                # training clips per task
