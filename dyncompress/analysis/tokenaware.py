@@ -9,8 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
 import pandas as pd
-from fastcore.script import call_parse, Param
+from fastcore.script import Param
+from ..cli import UserError, command
 from ..config import save_json
+from ..pooling import check_pool_level
 from ..eval.scoring import (check_ans_seed, check_ans_official, extract_option, question_block as _qblock,
                                       QUESTION_SUFFIX, MVBENCH_SYSTEM, LETTERS)
 
@@ -32,7 +34,7 @@ def seed_file_correct(pred: str, gt: str, candidates, scorer: str = 'robust') ->
     if scorer == 'robust':
         i = _gt_index(gt)
         return i is not None and extract_option(str(pred), candidates) == i
-    raise ValueError(f"unknown scorer {scorer!r}; known: ['official', 'robust', 'seed']")
+    raise UserError(f"unknown scorer {scorer!r}; known: ['official', 'robust', 'seed']")
 
 # %% ../../nbs/50_tokenaware.ipynb #60a72005
 SCORER_COLUMNS = {'robust': 'correct', 'official': 'correct_official', 'seed': 'correct_seed'}
@@ -67,15 +69,15 @@ def _jsonl_files(src) -> list[Path]:
 # %% ../../nbs/50_tokenaware.ipynb #9abae67d
 def read_records(src, scorer: str = 'robust', protocol: str | None = None) -> pd.DataFrame:
     "Long table from one or more `records.jsonl` files (or folders holding one)."
-    if scorer not in SCORER_COLUMNS: raise ValueError(f"unknown scorer {scorer!r}; known: {sorted(SCORER_COLUMNS)}")
+    if scorer not in SCORER_COLUMNS: raise UserError(f"unknown scorer {scorer!r}; known: {sorted(SCORER_COLUMNS)}")
     col, rows = SCORER_COLUMNS[scorer], []
     for f in _jsonl_files(src):
         for i, line in enumerate(f.read_text().splitlines(), 1):
             if not line.strip(): continue
             try: r = json.loads(line)
-            except json.JSONDecodeError as e: raise ValueError(f"{f}:{i}: malformed record ({e})") from e
+            except json.JSONDecodeError as e: raise UserError(f"{f}:{i}: malformed record ({e})") from e
             for k in ('qid', 'pool_level', col):
-                if k not in r: raise ValueError(f"{f}:{i}: record lacks {k!r}")
+                if k not in r: raise UserError(f"{f}:{i}: record lacks {k!r}")
             rows.append(dict(key=r['qid'], qid=r['qid'], task=r.get('task') or r['qid'].rsplit('/', 1)[0],
                              pool_level=int(r['pool_level']), correct=bool(r[col]) and not r.get('error'),
                              confidence=np.nan if r.get('confidence') is None else float(r['confidence']),
@@ -87,11 +89,11 @@ def read_records(src, scorer: str = 'robust', protocol: str | None = None) -> pd
     df = pd.DataFrame(rows, columns=LONG_COLUMNS + ['protocol'])
     protos = sorted(p for p in df.protocol.dropna().unique())
     if protocol is not None: df = df[df.protocol == protocol]
-    elif len(protos) > 1: raise ValueError(f"records mix protocols {protos}; pick one with protocol=")
+    elif len(protos) > 1: raise UserError(f"records mix protocols {protos}; pick one with protocol=")
     dup = df[df.duplicated(['qid', 'pool_level'], keep=False)]
     if len(dup):
         ex = sorted(set(zip(dup.qid, dup.pool_level)))[:5]
-        raise ValueError(f"{len(dup)} records share (qid, pool_level) with another, e.g. {ex}")
+        raise UserError(f"{len(dup)} records share (qid, pool_level) with another, e.g. {ex}")
     return df.drop(columns='protocol').reset_index(drop=True)
 
 # %% ../../nbs/50_tokenaware.ipynb #1869980d
@@ -127,14 +129,14 @@ def read_run(path, pool_level=None, scorer: str = 'robust', label=None, protocol
     "One run (one level, or one comparison run) from a seed folder or our records; `label` names it."
     label = pool_level if label is None else label
     if is_seed_folder(path):
-        if label is None: raise ValueError(f"{path}: a seed folder needs a pool level or label")
+        if label is None: raise UserError(f"{path}: a seed folder needs a pool level or label")
         return read_seed_folder(path, label, scorer=scorer)
     df = read_records(path, scorer=scorer, protocol=protocol)
     levels = sorted(int(b) for b in df.pool_level.unique())
     if pool_level is None:
-        if len(levels) != 1: raise ValueError(f"{path} holds pool levels {levels}; say which one (PATH#LEVEL)")
+        if len(levels) != 1: raise UserError(f"{path} holds pool levels {levels}; say which one (PATH#LEVEL)")
         pool_level = levels[0]
-    if pool_level not in levels: raise ValueError(f"{path} has no records at pool level {pool_level} (has {levels})")
+    if pool_level not in levels: raise UserError(f"{path} has no records at pool level {pool_level} (has {levels})")
     df = df[df.pool_level == pool_level].copy()
     if label is not None: df['pool_level'] = label
     return df.reset_index(drop=True)
@@ -160,16 +162,16 @@ class Matched:
 def _with_key(df, key):
     if key == 'content': df = df.assign(key=df.task.astype(str) + ' | ' + df.qtext + ' | ' + df.video)
     dup = df.key[df.key.duplicated()]
-    if len(dup): raise ValueError(f"key {key!r} is not unique within a run: {sorted(set(dup))[:5]}")
+    if len(dup): raise UserError(f"key {key!r} is not unique within a run: {sorted(set(dup))[:5]}")
     return df
 
 def match_runs(runs: dict, key: str = 'auto') -> Matched:
     "Match runs `{label: long table}` question by question (`key`: 'auto', 'qid' or 'content')."
-    if not runs: raise ValueError("no runs to match")
+    if not runs: raise UserError("no runs to match")
     if key == 'auto':
         kinds = {df.qid.iloc[0] == df.key.iloc[0] and '/' in str(df.qid.iloc[0]) for df in runs.values() if len(df)}
         key = 'content' if len(kinds) > 1 else 'qid'
-    if key not in ('qid', 'content'): raise ValueError(f"unknown key {key!r}; use 'auto', 'qid' or 'content'")
+    if key not in ('qid', 'content'): raise UserError(f"unknown key {key!r}; use 'auto', 'qid' or 'content'")
     runs = {lab: _with_key(df, key).set_index('key') for lab, df in runs.items()}
     union = sorted(set().union(*(df.index for df in runs.values())))
     common = [k for k in union if all(k in df.index for df in runs.values())]
@@ -183,8 +185,8 @@ def match_runs(runs: dict, key: str = 'auto') -> Matched:
 def check_levels(levels) -> list:
     "Levels sorted finest → coarsest; at least two, no duplicates."
     levels = list(levels)
-    if len(levels) < 2: raise ValueError(f"the token-aware rule needs at least two pool levels, got {levels}")
-    if len(set(levels)) != len(levels): raise ValueError(f"duplicate pool levels in {levels}")
+    if len(levels) < 2: raise UserError(f"the token-aware rule needs at least two pool levels, got {levels}")
+    if len(set(levels)) != len(levels): raise UserError(f"duplicate pool levels in {levels}")
     return sorted(levels)
 
 def token_aware_mask(correct: pd.DataFrame, levels=None) -> pd.Series:
@@ -212,7 +214,7 @@ def token_aware_subset(levels: dict, extra: dict | None = None, key: str = 'auto
     order = check_levels(levels)
     extra = extra or {}
     clash = set(map(str, order)) & set(map(str, extra))
-    if clash: raise ValueError(f"extra run names {sorted(clash)} clash with level labels")
+    if clash: raise UserError(f"extra run names {sorted(clash)} clash with level labels")
     m = match_runs({b: levels[b] for b in order}, key=key)
     keep = token_aware_mask(m.correct, order)
     sub = m.correct[keep]
@@ -272,14 +274,21 @@ def write_seed_folder(items: list[dict], folder) -> Path:
 
 # %% ../../nbs/50_tokenaware.ipynb #11af9786
 def _split_spec(spec: str):
-    if '=' not in spec: raise ValueError(f"expected NAME=PATH, got {spec!r}")
+    if '=' not in spec: raise UserError(f"expected NAME=PATH, got {spec!r}")
     name, path = spec.split('=', 1)
     return name, path
+
+def _level(text, spec) -> int:
+    "The pool level written in the argument `spec`, or a `UserError` naming it."
+    try: b = int(text)
+    except ValueError: raise UserError(f"{spec!r}: {text!r} is not a pool level") from None
+    try: return check_pool_level(b)
+    except UserError as e: raise UserError(f"{spec!r}: {e}") from None
 
 def _path_level(path: str):
     if '#' in path and not Path(path).exists():
         p, lv = path.rsplit('#', 1)
-        return p, int(lv)
+        return p, _level(lv, path)
     return path, None
 
 def collect_runs(pools: dict | None = None, runs=None, records=None, levels=None, extra=None,
@@ -288,13 +297,14 @@ def collect_runs(pools: dict | None = None, runs=None, records=None, levels=None
     specs = {int(b): p for b, p in (pools or {}).items() if p}
     for s in runs or []:
         b, p = _split_spec(s)
-        if int(b) in specs: raise ValueError(f"pool level {b} given twice")
-        specs[int(b)] = p
+        b = _level(b, s)
+        if b in specs: raise UserError(f"pool level {b} given twice")
+        specs[b] = p
     lv = {b: read_run(p, b, scorer=scorer) for b, p in specs.items()}
     if records:
         have = sorted(int(b) for b in read_records(records, scorer=scorer).pool_level.unique())
         for b in (levels or have):
-            if int(b) in lv: raise ValueError(f"pool level {b} given twice")
+            if int(b) in lv: raise UserError(f"pool level {b} given twice")
             lv[int(b)] = read_run(records, int(b), scorer=scorer)
     ex = {}
     for s in extra or []:
@@ -308,7 +318,7 @@ def write_subset(result: dict, path) -> Path:
     return save_json(result, path)
 
 # %% ../../nbs/50_tokenaware.ipynb #8cef9b90
-@call_parse
+@command
 def dc_token_aware(
     output: str = None,      # where to write the subset JSON
     pool2: str = None,       # results at pool level 2 (seed folder, records.jsonl or a folder holding one)
@@ -324,7 +334,7 @@ def dc_token_aware(
     key: str = 'auto',       # match questions by qid, content, or auto
 ):
     "Token-aware MVBench subset: right at the finest level, wrong at the coarsest, never improving in between."
-    if not output: raise SystemExit("--output is required")
+    if not output: raise UserError("--output is required (where to write the subset JSON)")
     lv, ex = collect_runs(dict(zip((2, 4, 8, 16), (pool2, pool4, pool8, pool16))), runs, records, levels,
                           extra, scorer=scorer)
     if ldp: ex = {'ldp': read_run(*_path_level(ldp), scorer=scorer, label='ldp'), **ex}
