@@ -4,7 +4,7 @@
 
 # %% ../../nbs/52_report.ipynb #867a24fa
 from __future__ import annotations
-import datetime, platform, sys
+import datetime, platform, re, sys
 from pathlib import Path
 import numpy as np
 import pandas as pd
@@ -12,7 +12,9 @@ import matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt
 import seaborn as sns
+from ..cli import UserError, command
 from ..config import GEOMETRIES, Geometry, save_json
+from ..pooling import check_pool_level
 from ..eval import scoring
 from ..eval.scoring import to_markdown, wilson_interval, accuracy_text
 from .tokenaware import read_records, read_run, token_aware_subset, pattern_counts, accuracy_table
@@ -22,9 +24,9 @@ from .dynamic import (matched_levels, compare_policies, preset_level_costs, leve
                                           towers_vs_llm_text, flops_text)
 
 # %% auto #0
-__all__ = ['PROJECTED_PRESET', 'load_records', 'chance_level', 'task_groups', 'accuracy_intervals', 'plot_accuracy_by_level',
-           'plot_task_heatmap', 'plot_policies', 'plot_subset_bars', 'run_costs', 'calibrated_cascade_section',
-           'write_report', 'analyse_run', 'dc_report']
+__all__ = ['PROJECTED_PRESET', 'REPORT_PRESETS', 'load_records', 'chance_level', 'task_groups', 'accuracy_intervals',
+           'plot_accuracy_by_level', 'plot_task_heatmap', 'plot_policies', 'plot_subset_bars', 'run_costs',
+           'calibrated_cascade_section', 'write_report', 'analyse_run', 'records_arg', 'dc_report']
 
 # %% ../../nbs/52_report.ipynb #6032a29c
 def load_records(src, scorer: str = 'robust', protocol: str | None = None) -> pd.DataFrame:
@@ -43,7 +45,9 @@ def load_records(src, scorer: str = 'robust', protocol: str | None = None) -> pd
     try: return read_records(files, scorer=scorer, protocol=protocol)
     except ValueError as e:
         if 'share (qid, pool_level)' in str(e):
-            raise ValueError(f"{e}. Several files hold the same level (one model per level?): pass {{level: path}}") from e
+            raise UserError(f"{e}. Several of these files hold the same level ({', '.join(map(str, files))}): analyse one "
+                            f"model's records at a time, or name one file per level: `dc_report 2=PATH 4=PATH ...` on the "
+                            f"command line, `{{2: PATH, 4: PATH}}` in Python") from e
         raise
 
 # %% ../../nbs/52_report.ipynb #ed170785
@@ -428,18 +432,33 @@ def analyse_run(records, out_dir, meta: dict | None = None, scorer: str = 'robus
     "Records (path, folder, list or `{level: path}`) → `out_dir/report.md` with tables and plots; returns its path."
     meta = dict(meta or {})
     recs = load_records(records, scorer=scorer, protocol=protocol)
-    if recs.empty: raise ValueError(f"no records found in {records}")
+    if recs.empty: raise UserError(f"no records found in {records}" + (f" for protocol {protocol!r}" if protocol else ''))
     meta.setdefault('scorer', scorer)
     if protocol: meta.setdefault('protocol', protocol)
     extra = {n: read_run(p, label=n, scorer=scorer) for n, p in (extra_runs or {}).items()} or None
     return write_report(recs, out_dir, meta, extra)
 
 # %% ../../nbs/52_report.ipynb #544d63f5
-from fastcore.script import call_parse, Param
+from fastcore.script import Param
 
-@call_parse
+def records_arg(records: list[str]):
+    "The command's record arguments: paths, or `LEVEL=PATH` for each (→ `{level: path}`, one model per level)."
+    spec = [re.match(r'^(-?\d+)=(.+)$', r) for r in records]
+    if not any(spec): return records if len(records) > 1 else records[0]
+    if not all(spec): raise UserError(f"give either paths or LEVEL=PATH for every argument, not both: {records}")
+    out = {}
+    for m in spec:
+        b = check_pool_level(int(m[1]))
+        if b in out: raise UserError(f"pool level {b} given twice: {out[b]} and {m[2]}")
+        out[b] = m[2]
+    return out
+
+# %% ../../nbs/52_report.ipynb #0a8324fc
+REPORT_PRESETS = ('tiny', *PRESET_COSTS)   # presets whose FLOPs a report can compute
+
+@command
 def dc_report(
-    records: Param("records.jsonl files or folders (every records.jsonl under a folder)", str, nargs='+'),
+    records: Param("records.jsonl files or folders (every records.jsonl under a folder), or LEVEL=PATH for each level", str, nargs='+'),
     out_dir: str = 'runs/report',   # where report.md, the tables and the plots go
     preset: str = None,             # model preset (tiny, qwen2.5-1.5b, qwen2.5-3b): FLOPs of the real presets
     model_dir: str = None,          # a saved model folder (config.json) to take the FLOP sizes from
@@ -450,8 +469,10 @@ def dc_report(
     text_tokens: int = TEXT_TOKENS, # prompt text tokens around the visual tokens, for FLOPs
 ):
     "Analyse evaluation records: accuracy by level and task, costs, oracle and cascade, token-aware subset → report.md."
+    if preset is not None and preset not in REPORT_PRESETS:
+        raise UserError(f"unknown --preset {preset!r}; known: {', '.join(REPORT_PRESETS)} (or give --model_dir)")
     meta = {k: v for k, v in dict(experiment=experiment, preset=preset, model_dir=model_dir, data=data,
                                   text_tokens=text_tokens).items() if v is not None}
-    path = analyse_run(records if len(records) > 1 else records[0], out_dir, meta, scorer=scorer, protocol=protocol)
+    path = analyse_run(records_arg(records), out_dir, meta, scorer=scorer, protocol=protocol)
     print(path)
     return path
