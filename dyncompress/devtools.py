@@ -7,7 +7,7 @@ from __future__ import annotations
 import os, re, subprocess, sys, time
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from fastcore.script import call_parse
+from .cli import UserError, command
 
 # %% auto #0
 __all__ = ['README_HEADER', 'render_readme', 'dc_readme', 'library_notebooks', 'dc_check']
@@ -36,9 +36,9 @@ def _repo_root(start='.') -> Path:
     p = Path(start).resolve()
     for q in [p, *p.parents]:
         if (q/'settings.ini').exists(): return q
-    raise FileNotFoundError(f"no settings.ini above {p}")
+    raise UserError(f"{p}: not inside the repository (no settings.ini here or above); run this from the dyncompress checkout")
 
-@call_parse
+@command
 def dc_readme(check: bool = False):  # only check that README.md matches nbs/index.ipynb
     "Write README.md from nbs/index.ipynb (or, with --check, fail if they differ)."
     root = _repo_root()
@@ -73,7 +73,7 @@ def _pytest_counts(root: Path, tests: Path) -> tuple[int, int]:
     return tot - fail - int(s.get('skipped')), failed
 
 # %% ../nbs/99_devtools.ipynb #0137573c
-@call_parse
+@command
 def dc_check(
     allow_dirty: bool = False,  # run even if the checkout has uncommitted changes (for local work)
     flags: str = '',            # extra test flags to run (e.g. "slow")
@@ -112,4 +112,4 @@ def dc_check(
     if (root/'tests').is_dir():
         p, f = _pytest_counts(root, root/'tests'); passed += p; failed += f
     print(f"{passed} passed, {failed} failed")
-    sys.exit(1 if failed else 0)
+    if failed: sys.exit(1)                       # a failed check is status 1 (status 2 is a wrong input)
