@@ -54,10 +54,10 @@ def test_five_levels_one_pass(one_proc):
     assert not list((out / 'shards').glob('*.jsonl'))
 
 
-def test_rerun_does_no_new_work(one_proc):
+def test_rerun_does_no_new_work(bench, one_proc):
     out, items, _ = one_proc
     before = (out / 'records.jsonl').read_bytes()
-    res = run_evaluation('tiny', out, items=items, pool_levels=LEVELS,
+    res = run_evaluation('tiny', out, items=items, mvbench_root=bench[0], pool_levels=LEVELS,   # the same benchmark
                          batch_size=BATCH, num_workers=0, device='cpu')
     assert res['records'] == 0 and res['items'] == 0 and res['complete']
     assert (out / 'records.jsonl').read_bytes() == before

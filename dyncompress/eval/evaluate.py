@@ -4,25 +4,28 @@
 
 # %% ../../nbs/42_evaluate.ipynb #5f007078
 from __future__ import annotations
-import dataclasses, json, math, os, time
+import dataclasses, hashlib, json, math, os, time
 from pathlib import Path
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
-from fastcore.script import call_parse
 from transformers import GenerationConfig
-from ..config import Geometry, IMAGE_TOKEN_INDEX, save_json
+from ..cli import UserError, command
+from ..config import Geometry, IMAGE_TOKEN_INDEX, save_json, load_json, record_settings
 from ..data.conversation import tokenizer_image_token
-from ..pooling import visual_token_count
+from ..data.video import VideoError, default_backend
+from ..pooling import visual_token_count, parse_pool_levels
 from .scoring import (build_prompt, answer_text, score, ground_truth, check_protocol, write_tables,
                                       summary_table, LETTERS)
-from .records import RecordStore, completeness, check_record, export_seed_folder
+from .records import (RecordStore, RECORD_FIELDS, completeness, completeness_line, check_record,
+                                      export_seed_folder)
 
 # %% auto #0
-__all__ = ['tokenize_prompt', 'left_pad', 'item_frames', 'EvalDataset', 'collate_eval', 'letter_ids', 'answer_batch',
-           'batch_features', 'evaluate', 'task_titles', 'seed_video_name', 'finish', 'synthetic_root', 'load_items',
-           'run_evaluation', 'dc_evaluate', 'flops_table', 'seed_style_answers', 'time_stages', 'benchmark',
-           'format_benchmark', 'dc_eval_benchmark']
+__all__ = ['WEIGHT_SUFFIXES', 'DIGEST_PART', 'EVAL_SETTINGS', 'tokenize_prompt', 'left_pad', 'item_frames', 'EvalDataset',
+           'collate_eval', 'letter_ids', 'answer_batch', 'batch_features', 'evaluate', 'task_titles', 'seed_video_name',
+           'finish', 'file_digest', 'model_identity', 'eval_settings', 'record_eval_settings', 'check_writable',
+           'check_counts', 'synthetic_root', 'load_items', 'run_evaluation', 'dc_evaluate', 'flops_table',
+           'seed_style_answers', 'time_stages', 'benchmark', 'format_benchmark', 'dc_eval_benchmark']
 
 # %% ../../nbs/42_evaluate.ipynb #d597f523
 def tokenize_prompt(prompt: str, tokenizer) -> list[int]:
@@ -72,7 +75,9 @@ class EvalDataset(Dataset):
                 v, c = read_clip(clip, self.cache.backend)
             else: v, c = item_frames(it, self.geom, self.protocol)
             out['videos'], out['context_images'] = self.vproc(v), self.cproc(c)
-        except (ValueError, OSError) as e:   # VideoError (missing/corrupt) is a ValueError: a wrong answer, never dropped
+        except VideoError as e: out['error'] = f"{type(e).__name__}: {str(e)[:300]}"   # missing/corrupt: a wrong answer
+        except UserError: raise                                                         # a wrong setting: stop
+        except (ValueError, OSError) as e:   # e.g. a bound outside the clip: a wrong answer, never dropped
             out['error'] = f"{type(e).__name__}: {str(e)[:300]}"
         return out
 
@@ -183,8 +188,8 @@ def evaluate(model, tokenizer, items, out_dir, pool_levels=(1, 2, 4, 8, 16), pro
              stop_after: int | None = None, log=print, group_by_length: bool | None = None, collect=None,
              feature_cache=None) -> dict:
     "Evaluate `items` at every level in `pool_levels`, appending records under `out_dir`; returns counts."
+    pool_levels, _ = list(parse_pool_levels(pool_levels)), default_backend()    # bad input refused before any work
     protocol, geom = check_protocol(protocol), _geometry(model)
-    pool_levels = [int(b) for b in pool_levels]
     dev = next(model.parameters()).device
     if group_by_length is None: group_by_length = dev.type == 'cpu'
     store = RecordStore(out_dir, rank)
@@ -267,13 +272,94 @@ def finish(out_dir, items, pool_levels, export_seed: bool = False, mvbench_root=
     if export_seed:
         for b in pool_levels: export_seed_folder(recs, Path(out_dir) / 'seed_format' / f'pool{b}', b,
                                                  task_titles(mvbench_root), seed_video_name(mvbench_root))
-    save_json(dict(complete=comp['complete'], expected=comp['expected'], present=comp['present'],
-                   missing=comp['missing'][:100], errors=comp['errors'][:100],
+    save_json(dict(status=completeness_line(comp), complete=comp['complete'], expected=comp['expected'],
+                   present=comp['present'], errors=comp['errors'], missing=comp['missing'][:100],
+                   failures=comp['failures'][:100],
                    summary=summary_table(recs).reset_index().to_dict('records') if recs else []),
               Path(out_dir) / 'metrics.json')
     return comp
 
-# %% ../../nbs/42_evaluate.ipynb #11cf92c6
+# %% ../../nbs/42_evaluate.ipynb #bf2e094e
+WEIGHT_SUFFIXES = ('.safetensors', '.bin', '.pt', '.pth')   # files of a model directory that hold weights
+DIGEST_PART = 1 << 20                                       # bytes hashed at each end of a large file
+
+def file_digest(path, part: int = DIGEST_PART) -> str:
+    "16 hex digits of sha256 over the size and bytes of a file (over `4*part` bytes: its first and last `part` bytes)."
+    p = Path(path)
+    n = p.stat().st_size
+    h = hashlib.sha256(str(n).encode())
+    with open(p, 'rb') as f:
+        if n <= 4 * part: h.update(f.read())
+        else: h.update(f.read(part)); f.seek(n - part); h.update(f.read(part))
+    return h.hexdigest()[:16]
+
+def model_identity(model) -> str | dict | None:
+    "A preset's name, or `{dir, weights: {file: digest}}` for a model directory; a `UserError` if it is neither."
+    from dyncompress.model.loading import PRESETS
+    if model is None or str(model) in PRESETS: return model if model is None else str(model)
+    d = Path(model)
+    if not d.is_dir(): raise UserError(f"model {str(model)!r} is neither a preset ({', '.join(PRESETS)}) nor a directory")
+    return dict(dir=str(d.resolve()), weights={f.name: file_digest(f) for f in sorted(d.iterdir())
+                                               if f.is_file() and f.suffix in WEIGHT_SUFFIXES})
+
+def _frames(model, model_base=None) -> dict | None:
+    "Frames per video and context frames of the model about to load (preset or directory config), None if unknown."
+    from dyncompress.model.loading import PRESETS
+    for m in (model, model_base):
+        if m is None: continue
+        if str(m) in PRESETS: g = PRESETS[str(m)].geometry
+        else:
+            tc = Path(m) / 'train_config.json'
+            try: cfg, base = load_json(Path(m) / 'config.json'), load_json(tc).get('preset') if tc.exists() else None
+            except (ValueError, OSError, AttributeError): continue      # load_model reports a damaged folder
+            if isinstance(cfg.get('geometry'), dict): g = Geometry.from_dict(cfg['geometry'])
+            elif base in PRESETS: g = PRESETS[base].geometry
+            else: continue
+        return dict(num_frames=g.num_frames, num_context_images=g.num_context_images)
+    return None
+
+def _dtype_name(dtype) -> str | None:
+    "`'bfloat16'` for `torch.bfloat16`, `'bf16'` or `'bfloat16'`: one spelling per dtype."
+    from dyncompress.model.loading import _DTYPES
+    if dtype is None: return None
+    return str(_DTYPES.get(dtype, dtype)).removeprefix('torch.')
+
+def eval_settings(model, mvbench_root, pool_levels, protocol='seed', max_new_tokens=8, model_base=None, dtype=None,
+                  n_synthetic=None) -> dict:
+    "What shapes an evaluation's records (recorded in `eval_settings.json`; `pool_levels` may grow)."
+    try: check_protocol(protocol)
+    except ValueError as e: raise UserError(str(e)) from None
+    return dict(model=model_identity(model), model_base=model_identity(model_base), dtype=_dtype_name(dtype), protocol=protocol,
+                frames=_frames(model, model_base), max_new_tokens=int(max_new_tokens),
+                mvbench_root=None if mvbench_root is None else str(Path(mvbench_root).resolve()),
+                synthetic_per_task=n_synthetic, pool_levels=list(parse_pool_levels(pool_levels)))
+
+EVAL_SETTINGS = 'eval_settings.json'
+
+def record_eval_settings(out_dir, settings: dict) -> dict:
+    "Store `settings` in `out_dir/eval_settings.json`, or raise a `UserError` naming each difference (levels may be added)."
+    out = Path(out_dir)
+    if not RecordStore(out).load(): (out / EVAL_SETTINGS).unlink(missing_ok=True)      # no record: nothing to protect
+    return record_settings(out / EVAL_SETTINGS, settings, 'model evaluation', additive=('pool_levels',))
+
+def check_writable(out_dir) -> Path:
+    "`out_dir`, created if needed and written to once; a `UserError` naming it if it cannot be."
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir(): raise UserError(f"{out}: output folder is a file")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f'.write_test.{os.getpid()}'
+        probe.write_bytes(b''); probe.unlink()
+    except OSError as e: raise UserError(f"{out}: output folder cannot be written ({e.strerror or e})") from None
+    return out
+
+def check_counts(**counts) -> None:
+    "Refuse counts below their minimum: `name=(value, minimum)`; None values are not given and pass."
+    for name, (v, lo) in counts.items():
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < lo):
+            raise UserError(f"{name} must be an integer >= {lo}, got {v!r}")
+
+# %% ../../nbs/42_evaluate.ipynb #eed698dd
 def synthetic_root(synthetic_dir='runs/synthetic_eval', n_synthetic: int = 4, seed: int = 0) -> Path:
     "Root (MVBench layout) of a synthetic eval split with `n_synthetic` questions per task, generated if needed."
     from dyncompress.data.synthetic import make_synthetic
@@ -281,8 +367,9 @@ def synthetic_root(synthetic_dir='runs/synthetic_eval', n_synthetic: int = 4, se
     return Path(synthetic_dir) / 'eval'
 
 def load_items(mvbench_root, tasks=None, limit: int | None = None) -> list:
-    "MVBench items of `mvbench_root` (all tasks of its table, or `tasks`), at most `limit` per task."
+    "MVBench items of `mvbench_root` (all tasks of its table, or `tasks`), at most `limit` per task (0 or None: all)."
     from dyncompress.data.mvbench import read_mvbench
+    check_counts(limit=(limit, 0))
     items = read_mvbench(mvbench_root, tasks=tasks)
     if not limit: return items
     seen, out = {}, []
@@ -297,15 +384,23 @@ def run_evaluation(model='tiny', out_dir='runs/eval', mvbench_root=None, pool_le
                    n_synthetic: int = 4, export_seed: bool = False, log=print, feature_cache=None) -> dict:
     "Load, evaluate (sharded under torchrun), merge; returns this rank's counts (rank 0: plus completeness)."
     from dyncompress.model.loading import load_model
+    pool_levels, _ = list(parse_pool_levels(pool_levels)), default_backend()          # input checked before any work
+    synthetic = items is None and mvbench_root is None
+    check_counts(batch_size=(batch_size, 1), max_new_tokens=(max_new_tokens, 1), num_workers=(num_workers, 0),
+                 limit=(limit, 0), n_synthetic=(n_synthetic if synthetic else None, 1))
+    if synthetic: mvbench_root = Path(synthetic_dir) / 'eval'
+    settings = eval_settings(model, mvbench_root, pool_levels, protocol, max_new_tokens, model_base, dtype,
+                             n_synthetic if synthetic else None)
     rank, world = _dist_env()
+    if rank == 0: record_eval_settings(check_writable(out_dir), settings)
     device = device or ('cuda' if torch.cuda.is_available() else 'cpu')
     if device == 'cuda' and world > 1: device = f'cuda:{int(os.environ.get("LOCAL_RANK", rank))}'
     if items is None:
-        if mvbench_root is None:
+        if synthetic:
             if rank == 0: synthetic_root(synthetic_dir, n_synthetic)
-            if world > 1: dist.barrier()
-            mvbench_root = Path(synthetic_dir) / 'eval'
+        if world > 1: dist.barrier()
         items = load_items(mvbench_root, limit=limit)
+    elif world > 1: dist.barrier()
     m, tok = load_model(model, device=device, dtype=dtype, **({} if model_base is None else dict(model_base=model_base)))
     m.eval()
     res = evaluate(m, tok, items, out_dir, pool_levels, protocol, batch_size, num_workers, max_new_tokens,
@@ -314,13 +409,13 @@ def run_evaluation(model='tiny', out_dir='runs/eval', mvbench_root=None, pool_le
     if world > 1: dist.barrier()
     if rank == 0:
         comp = finish(out_dir, items, pool_levels, export_seed, mvbench_root)
-        res |= dict(complete=comp['complete'], expected=comp['expected'], present=comp['present'])
-        log(f"{res['records']} new records; {comp['present']}/{comp['expected']} present; tables in {out_dir}")
+        res |= dict(complete=comp['complete'], expected=comp['expected'], present=comp['present'], errors=comp['errors'])
+        log(f"{res['records']} new records; {completeness_line(comp)}; tables in {out_dir}")
     if world > 1: dist.barrier()
     return res
 
-# %% ../../nbs/42_evaluate.ipynb #bf2e094e
-@call_parse
+# %% ../../nbs/42_evaluate.ipynb #38fd282d
+@command
 def dc_evaluate(
     model: str = 'tiny',                 # preset name (`tiny`, `qwen2.5-1.5b`, …) or a saved model directory
     out_dir: str = 'runs/eval',          # where records.jsonl, tables and metrics.json go
@@ -330,7 +425,7 @@ def dc_evaluate(
     batch_size: int = 8,                 # questions per batch
     num_workers: int = 2,                # DataLoader workers decoding videos
     max_new_tokens: int = 8,             # answer length cap (multiple choice needs a few tokens)
-    limit: int = None,                   # at most this many questions per task
+    limit: int = None,                   # at most this many questions per task (0 or none: all)
     device: str = None,                  # default: cuda if available, else cpu
     model_base: str = None,              # base LLM (preset or dir) for a reference LoRA finetune
     synthetic_dir: str = 'runs/synthetic_eval', # where the synthetic benchmark is generated (no mvbench_root)
@@ -339,10 +434,9 @@ def dc_evaluate(
     feature_cache: str = None,           # tower-feature cache folder: cached videos skip decoding and the towers
 ):
     "Evaluate a model on MVBench at several pool levels in one pass (resumable; shard with torchrun)."
-    levels = [int(b) for b in str(pool_levels).split(',') if b.strip()]
-    run_evaluation(model, out_dir, mvbench_root, levels, protocol, batch_size, num_workers, max_new_tokens,
+    run_evaluation(model, out_dir, mvbench_root, pool_levels, protocol, batch_size, num_workers, max_new_tokens,
                    limit, device, model_base=model_base, synthetic_dir=synthetic_dir, n_synthetic=n_synthetic,
-                   export_seed=export_seed, feature_cache=feature_cache)   # nothing returned: a console script's return is its exit status
+                   export_seed=export_seed, feature_cache=feature_cache)
 
 # %% ../../nbs/42_evaluate.ipynb #a0777498
 def _nparams(module) -> int: return sum(p.numel() for p in module.parameters()) if module is not None else 0
@@ -415,11 +509,13 @@ def benchmark(model='tiny', items=None, mvbench_root=None, pool_levels=(1, 2, 4,
               seed_max_new_tokens: int = 1024, device='cpu', log=print) -> dict:
     "Seed-style loop vs ours on the same items: questions/s, ratio, agreement and the per-level cost split."
     from dyncompress.model.loading import load_model
+    pool_levels, _ = list(parse_pool_levels(pool_levels)), default_backend()          # input checked before any work
+    check_counts(n_questions=(n_questions, 1), batch_size=(batch_size, 1), num_workers=(num_workers, 0),
+                 max_new_tokens=(max_new_tokens, 1), seed_max_new_tokens=(seed_max_new_tokens, 1))
+    if items is None: items = load_items(mvbench_root or synthetic_root())
     m, tok = load_model(model, device=device) if isinstance(model, str) else model
     m.eval()
-    if items is None: items = load_items(mvbench_root or synthetic_root())
     items = _spread(items, n_questions)
-    pool_levels = [int(b) for b in pool_levels]
     n = len(items) * len(pool_levels)
     t = time.perf_counter()
     seed = seed_style_answers(m, tok, items, pool_levels, protocol, seed_max_new_tokens)
@@ -464,7 +560,7 @@ def format_benchmark(r: dict) -> str:
     return '\n'.join(lines)
 
 # %% ../../nbs/42_evaluate.ipynb #c5e3627e
-@call_parse
+@command
 def dc_eval_benchmark(
     model: str = 'tiny',                 # preset name or saved model directory
     mvbench_root: str = None,            # MVBench root; none: the synthetic benchmark
@@ -477,7 +573,7 @@ def dc_eval_benchmark(
     out: str = None,                     # optional JSON file for the result
 ):
     "Time the seed-style MVBench loop against the batched multi-level runner and print the comparison."
-    r = benchmark(model, mvbench_root=mvbench_root, pool_levels=[int(b) for b in pool_levels.split(',')],
-                  n_questions=n_questions, batch_size=batch_size, max_new_tokens=max_new_tokens,
-                  seed_max_new_tokens=seed_max_new_tokens, device=device)
-    if out: save_json(r, out)                # nothing returned: a console script's return is its exit status
+    r = benchmark(model, mvbench_root=mvbench_root, pool_levels=pool_levels, n_questions=n_questions,
+                  batch_size=batch_size, max_new_tokens=max_new_tokens, seed_max_new_tokens=seed_max_new_tokens,
+                  device=device)
+    if out: save_json(r, out)

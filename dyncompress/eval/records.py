@@ -10,7 +10,7 @@ from .scoring import question_text
 
 # %% auto #0
 __all__ = ['RECORD_FIELDS', 'check_record', 'record_key', 'append_jsonl', 'read_jsonl', 'RecordStore', 'completeness',
-           'top_margin', 'compare_records', 'seed_json', 'export_seed_folder']
+           'completeness_line', 'top_margin', 'compare_records', 'seed_json', 'export_seed_folder']
 
 # %% ../../nbs/41_records.ipynb #548a1e8e
 RECORD_FIELDS = ('qid', 'task', 'video', 'question', 'candidates', 'answer_idx', 'gt', 'prompt', 'pred', 'pred_idx',
@@ -76,15 +76,17 @@ class RecordStore:
     def shards(self) -> list[Path]: return sorted(self.shard_dir.glob('rank*.jsonl'))
 
     def load(self) -> list[dict]:
-        "All records written so far (merged file first, then shards), first copy of each key kept."
-        seen, out = set(), []
+        "One record per key written so far (merged file first, then shards): the first good one, else the last error."
+        out = {}
         for p in [self.path, *self.shards()]:
             for r in read_jsonl(p):
                 k = record_key(r)
-                if k not in seen: seen.add(k); out.append(r)
-        return out
+                if k not in out or out[k].get('error'): out[k] = r
+        return list(out.values())
 
-    def done(self) -> set[tuple[str, int]]: return {record_key(r) for r in self.load()}
+    def done(self) -> set[tuple[str, int]]:
+        "Keys with a good record (an error record is tried again)."
+        return {record_key(r) for r in self.load() if not r.get('error')}
 
     def append(self, records) -> int: return append_jsonl(self.shard, [check_record(r) for r in records])
 
@@ -104,15 +106,22 @@ class RecordStore:
         for p in self.shards(): p.unlink()
         return recs
 
-# %% ../../nbs/41_records.ipynb #33c85b10
+# %% ../../nbs/41_records.ipynb #693445ed
 def completeness(records, qids, pool_levels) -> dict:
-    "Expected vs present (qid, pool_level) keys: counts, the missing keys, and the records with errors."
-    have = {record_key(r) for r in records}
+    "Expected keys split into answered (`present`), `errors` and `missing`; the failing questions with their messages."
+    rec = {record_key(r): r for r in records}
     expected = [(q, int(b)) for q in qids for b in pool_levels]
-    missing = [k for k in expected if k not in have]
-    errors = sorted({(r['qid'], r['error']) for r in records if r.get('error')})
-    return dict(expected=len(expected), present=len(expected) - len(missing), complete=not missing,
-                missing=missing, errors=errors)
+    missing = [k for k in expected if k not in rec]
+    failed = [k for k in expected if k in rec and rec[k].get('error')]
+    failures = sorted({(q, rec[(q, b)]['error']) for q, b in failed})
+    present = len(expected) - len(missing) - len(failed)
+    return dict(expected=len(expected), present=present, errors=len(failed), complete=present == len(expected),
+                missing=missing, failures=failures)
+
+def completeness_line(c: dict) -> str:
+    "`'58/60 answered, 2 errors'` (and `', 3 missing'` when some keys have no record)."
+    return (f"{c['present']}/{c['expected']} answered, {c['errors']} error{'s' * (c['errors'] != 1)}"
+            + (f", {len(c['missing'])} missing" if c['missing'] else ''))
 
 # %% ../../nbs/41_records.ipynb #d868ecc1
 def top_margin(r: dict) -> float:
