@@ -4,22 +4,23 @@
 
 # %% ../nbs/31_launch.ipynb #6f88bcdb
 from __future__ import annotations
-import json, os, time
+import json, os, sys, time
 from pathlib import Path
 import torch
 from torch import nn
-from fastcore.script import call_parse
-from .config import Geometry, save_json, load_json
-from .pooling import visual_token_count
+from .cli import UserError, command
+from .config import Geometry, save_json, load_json, record_settings
+from .pooling import visual_token_count, parse_pool_levels
 from .projectors import load_projector_weights, save_projector_weights
 from .training import (TrainConfig, PretrainConfig, FinetuneConfig, VideoTrainer, training_arguments,
                                   setup_pretrain, setup_finetune, find_modules, count_trainable)
 
 # %% auto #0
-__all__ = ['SYNTHETIC_ROOT', 'projector_file', 'init_projectors', 'run_metrics', 'plot_losses', 'save_outputs', 'model_geometry',
-           'build_model', 'resolve_data_root', 'build_data', 'use_feature_cache', 'latest_checkpoint', 'train_run',
-           'pretrain', 'finetune', 'load_trained', 'parse_levels', 'config_from_args', 'dc_train', 'StepTimes',
-           'train_benchmark', 'format_train_benchmark', 'dc_train_benchmark']
+__all__ = ['SYNTHETIC_ROOT', 'RUN_SETTINGS', 'RESUMABLE_FIELDS', 'RUN_OUTPUTS', 'projector_file', 'init_projectors',
+           'run_metrics', 'plot_losses', 'save_outputs', 'model_geometry', 'build_model', 'resolve_data_root',
+           'build_data', 'use_feature_cache', 'latest_checkpoint', 'run_settings', 'holds_trained_run',
+           'claim_run_folder', 'train_run', 'pretrain', 'finetune', 'load_trained', 'config_from_args', 'dc_train',
+           'StepTimes', 'train_benchmark', 'format_train_benchmark', 'dc_train_benchmark']
 
 # %% ../nbs/31_launch.ipynb #f205ac97
 def projector_file(src, name: str) -> Path:
@@ -160,10 +161,36 @@ def latest_checkpoint(run_dir) -> str | None:
     return str(max(done)[1]) if done else None
 
 # %% ../nbs/31_launch.ipynb #b2d6ab30
+RUN_SETTINGS = 'run_settings.json'   # in a run folder: the settings that shaped its model
+RESUMABLE_FIELDS = ('output_dir', 'resume', 'logging_steps', 'save_steps', 'save_total_limit', 'dataloader_num_workers',
+                    'record_batches', 'feature_cache', 'deepspeed', 'gradient_checkpointing', 'skip_bad')
+
+def run_settings(cfg: TrainConfig) -> dict:
+    "The fields of `cfg` that shape the trained model: all but `RESUMABLE_FIELDS`."
+    return {k: v for k, v in cfg.to_dict().items() if k not in RESUMABLE_FIELDS}
+
+RUN_OUTPUTS = ('metrics.json', 'adapter_model.safetensors', 'non_lora_trainables.bin', 'mm_projector.bin', 'image_mm_projector.bin')
+
+def holds_trained_run(run_dir) -> bool:
+    "Whether `run_dir` holds something trained: a complete checkpoint, final weights or metrics."
+    d = Path(run_dir)
+    return latest_checkpoint(d) is not None or any((d/f).exists() for f in RUN_OUTPUTS)
+
+def claim_run_folder(cfg: TrainConfig) -> dict:
+    "Record `cfg`'s settings in `cfg.output_dir`, or raise a `UserError` naming each difference from the run already there."
+    rec = Path(cfg.output_dir)/RUN_SETTINGS
+    if rec.exists() and not holds_trained_run(cfg.output_dir): rec.unlink()   # an attempt that trained nothing binds nothing
+    return record_settings(rec, run_settings(cfg), what='training run')
+
+# %% ../nbs/31_launch.ipynb #007b2029
 def train_run(cfg: TrainConfig, model=None, tokenizer=None, train_dataset=None, data_collator=None,
               callbacks=None, return_trainer: bool = False):
     "Train one stage as `cfg` says; write weights, `metrics.json` and `loss.png` to `cfg.output_dir`; return the metrics (and trainer)."
     out = Path(cfg.output_dir)
+    if train_dataset is None:                        # dataset names checked before the folder is claimed
+        from dyncompress.data.datasets import resolve_datasets
+        resolve_datasets(cfg.dataset, cfg.data_root or None)
+    if int(os.environ.get('RANK', '0')) == 0: claim_run_folder(cfg)   # before any work (one writer per run)
     if model is None: model, tokenizer = build_model(cfg)
     geom = model_geometry(model)
     loaded = {}
@@ -217,38 +244,39 @@ def load_trained(run_dir, pool_level: int | None = None, device='cpu', dtype=Non
     return load_model(str(d), pool_level=pool_level, device=device, dtype=dtype, model_base=tc['preset'])
 
 # %% ../nbs/31_launch.ipynb #49b3c016
-def parse_levels(s) -> tuple:
-    "`'1,2,4'` or `'1 2 4'` → `(1, 2, 4)`."
-    return tuple(int(x) for x in str(s or '').replace(',', ' ').split())
-
-def config_from_args(stage: str, preset: str = 'tiny', opts: str = '', **kw) -> TrainConfig:
-    "A stage config from command-line values: empty strings and -1 mean 'the default'; `opts` is JSON for the rest."
+def config_from_args(stage: str, preset: str = 'tiny', opts: str | None = None, **kw) -> TrainConfig:
+    "A stage config from command-line values: `None` or `''` means 'not given' (the default); `opts` is JSON for the rest."
     cls = {'pretrain': PretrainConfig, 'finetune': FinetuneConfig}.get(stage)
-    if cls is None: raise ValueError(f"stage must be 'pretrain' or 'finetune', got {stage!r}")
+    if cls is None: raise UserError(f"stage must be 'pretrain' or 'finetune', got {stage!r}")
     fields = {f.name for f in cls.__dataclass_fields__.values()}
-    kw = {k: v for k, v in kw.items() if v not in ('', None, -1) and k in fields}
-    if 'pool_levels' in kw: kw['pool_levels'] = parse_levels(kw['pool_levels'])
-    extra = json.loads(opts) if opts else {}
+    kw = {k: v for k, v in kw.items() if v is not None and v != '' and k in fields}
+    if 'pool_levels' in kw: kw['pool_levels'] = parse_pool_levels(kw['pool_levels'])
+    try: extra = json.loads(opts) if opts else {}
+    except json.JSONDecodeError as e: raise UserError(f"--opts is not valid JSON ({e}): {opts!r}") from None
+    if not isinstance(extra, dict): raise UserError(f"--opts must be a JSON object of config fields, got {opts!r}")
     unknown = sorted(set(extra) - fields)
-    if unknown: raise ValueError(f"unknown config fields in opts: {unknown}")
-    return cls.for_preset(preset, **{**kw, **extra})
+    if unknown: raise UserError(f"unknown config fields in --opts: {unknown}")
+    try: return cls.for_preset(preset, **{**kw, **extra})
+    except UserError: raise
+    except ValueError as e: raise UserError(f"{stage} config: {e}") from None
 
-@call_parse
+# %% ../nbs/31_launch.ipynb #a0320098
+@command
 def dc_train(
-    stage: str,                        # `pretrain` or `finetune`
-    preset: str = 'tiny',              # model preset (tiny, qwen2.5-1.5b, qwen2.5-3b) or a model directory
-    data_root: str = '',               # data root (VideoGPT+ instruction data or a synthetic set)
-    dataset: str = '',                 # dataset mix name or annotation JSON ('' = the stage's default)
-    output_dir: str = '',              # run directory ('' = runs/<stage>)
-    pool_level: int = 2,               # tokens per side merged (1, 2, 4, 8, 16)
-    pool_levels: str = '',             # finetune, multi-level mode: levels sampled per step, e.g. '1,2,4,8,16'
-    deepspeed: str = '',               # '', zero2, zero3 or a DeepSpeed JSON path
-    max_steps: int = -1,               # stop after this many optimizer steps (-1: num_train_epochs)
-    tune: str = '',                    # pretrain: mm_projector (video) or image_mm_projector (image)
-    init_mm_projector: str = '',       # finetune: pretrain dir or mm_projector.bin for the video projector
-    init_image_mm_projector: str = '', # finetune: pretrain dir or image_mm_projector.bin for the image projector
-    feature_cache: str = '',           # tower-feature cache folder: each video encoded once, shared by runs ('' = off)
-    opts: str = '',                    # other config fields as JSON, e.g. '{"lora_r": 64, "save_steps": 100}'
+    stage: str,                          # `pretrain` or `finetune`
+    preset: str = 'tiny',                # model preset (tiny, qwen2.5-1.5b, qwen2.5-3b) or a model directory
+    data_root: str = None,               # data root (VideoGPT+ instruction data or a synthetic set)
+    dataset: str = None,                 # dataset mix name or annotation JSON (default: the stage's)
+    output_dir: str = None,              # run directory (default: runs/<stage>)
+    pool_level: int = None,              # tokens per side merged: 1, 2, 4, 8, 16 (default: 2, the seed's)
+    pool_levels: str = None,             # finetune, multi-level mode: levels sampled per step, e.g. '1,2,4,8,16'
+    deepspeed: str = None,               # zero2, zero3 or a DeepSpeed JSON path (default: none)
+    max_steps: int = None,               # stop after this many optimizer steps (default or -1: num_train_epochs)
+    tune: str = None,                    # pretrain: mm_projector (video, the default) or image_mm_projector (image)
+    init_mm_projector: str = None,       # finetune: pretrain dir or mm_projector.bin for the video projector
+    init_image_mm_projector: str = None, # finetune: pretrain dir or image_mm_projector.bin for the image projector
+    feature_cache: str = None,           # tower-feature cache folder: each video encoded once, shared by runs (default: off)
+    opts: str = None,                    # other config fields as JSON, e.g. '{"lora_r": 64, "save_steps": 100}'
 ):
     "Train a stage (projector pretraining or LoRA finetuning); writes weights and metrics.json to the run directory."
     cfg = config_from_args(stage, preset, opts, data_root=data_root, dataset=dataset, output_dir=output_dir,
@@ -275,10 +303,13 @@ def train_benchmark(pool_levels=(1, 2, 4, 8, 16), steps: int = 3, n_train: int =
     "Mean tiny-finetune step time per pool level with frames vs with the feature cache (one run); rows of the table."
     import tempfile
     from dyncompress.data.synthetic import make_synthetic
+    levels = parse_pool_levels(pool_levels)
+    if steps < 1: raise UserError(f"steps must be >= 1 (the first step is a warm-up and is not timed), got {steps}")
+    if batch_size < 0: raise UserError(f"batch_size must be >= 0 (0: the tiny preset's), got {batch_size}")
     out = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix='dc_train_benchmark_'))
     make_synthetic(out/'data', n_train=n_train, n_eval=0)
     rows = []
-    for b in parse_levels(pool_levels) if isinstance(pool_levels, str) else pool_levels:
+    for b in levels:
         row = dict(pool_level=int(b))
         for mode, cache in (('frames', ''), ('cached', str(out/'features'))):
             timer = StepTimes()
@@ -288,7 +319,6 @@ def train_benchmark(pool_levels=(1, 2, 4, 8, 16), steps: int = 3, n_train: int =
                                             save_steps=10 ** 6, logging_steps=10 ** 6, **kw)
             m = train_run(cfg, callbacks=[timer])
             t = timer.times
-            if not t: raise ValueError("steps must be >= 1 (the first step is a warm-up and is not timed)")
             row[f'{mode}_s'] = sum(t) / len(t)
             if mode == 'cached': row['fill_s'] = m['feature_cache']['fill_s']
         row['visual_tokens'] = m['visual_tokens_per_sample'][str(b)]
@@ -306,6 +336,7 @@ def format_train_benchmark(rows, steps: int, batch_size: int) -> str:
     lines.append(f"feature cache filled once in {rows[0]['fill_s']:.2f} s (first cached run); later runs only read it")
     return '\n'.join(lines)
 
+@command
 def dc_train_benchmark(
     pool_levels: str = '1,2,4,8,16',   # pool levels timed
     steps: int = 3,                    # timed steps per run (after one warm-up step)
@@ -315,9 +346,9 @@ def dc_train_benchmark(
     out: str = '',                     # optional JSON file for the rows
 ):
     "Print the tiny finetune step time per pool level with frames and with the feature cache, and their ratio."
-    rows = train_benchmark(parse_levels(pool_levels), steps, n_train, batch_size, out_dir or None)
+    rows = train_benchmark(pool_levels, steps, n_train, batch_size, out_dir or None)
     if out: save_json(rows, out)
 
-# `call_parse` runs a decorated function at once when its module is `__main__`: `python -m dyncompress.launch`
-# (what `torchrun` launches) must stay `dc_train` alone, so the benchmark's command is wrapped only on import.
-if __name__ != '__main__': dc_train_benchmark = call_parse(dc_train_benchmark)
+# %% ../nbs/31_launch.ipynb #701075d4
+#| eval: false
+if __name__ == '__main__': sys.exit(dc_train())
