@@ -191,6 +191,10 @@ def train_run(cfg: TrainConfig, model=None, tokenizer=None, train_dataset=None, 
         from dyncompress.data.datasets import resolve_datasets
         resolve_datasets(cfg.dataset, cfg.data_root or None)
     if int(os.environ.get('RANK', '0')) == 0: claim_run_folder(cfg)   # before any work (one writer per run)
+    if cfg.resume and (out/'metrics.json').exists():                  # finished, with these settings: nothing to do
+        if int(os.environ.get('RANK', '0')) == 0: print(f"{out}: this run already finished; its metrics.json is kept")
+        metrics = load_json(out/'metrics.json')
+        return (metrics, None) if return_trainer else metrics
     if model is None: model, tokenizer = build_model(cfg)
     geom = model_geometry(model)
     loaded = {}

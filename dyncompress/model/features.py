@@ -82,8 +82,9 @@ def read_clip(clip: Clip, backend: str | None = None):
 # %% ../../nbs/24_features.ipynb #db9bdffa
 class FeatureCache:
     "Tower outputs per clip under `root/<tower fingerprint>/<key>.safetensors`; `fill` encodes what is missing."
-    def __init__(self, root, model, backend: str | None = None, log=print):
+    def __init__(self, root, model, backend: str | None = None, log=print, progress: bool = True):
         self.model = _unwrap(model)
+        self.progress = progress                                       # show a progress bar while encoding
         self.geom: Geometry = self.model.geom
         self.backend, self.log = backend or default_backend(), log
         self.fingerprint = tower_fingerprint(self.model)
@@ -159,7 +160,7 @@ class FeatureCache:
             if self.get(k) is None: todo[k] = c
             else: hits += 1
         miss = list(todo.items())
-        with tqdm(total=len(miss), desc=desc, unit='video', disable=not miss) as bar:
+        with tqdm(total=len(miss), desc=desc, unit='video', disable=not (miss and self.progress)) as bar:
             for s in range(0, len(miss), batch_size):
                 part = miss[s:s + batch_size]
                 feats = self.encode([c for _, c in part], device)
