@@ -8,7 +8,7 @@ from dyncompress.eval.scoring import wilson_interval, accuracy_text, accuracy_ta
 from dyncompress.analysis.tokenaware import write_records, token_aware_mask
 from dyncompress.analysis.dynamic import (matched_levels, calibration_split, calibrated_cascade, choose_threshold,
                                           matched_subset, cascade, fixed_levels, level_costs, preset_level_costs,
-                                          costs_from_model_config, paired_bootstrap)
+                                          costs_from_model_config, paired_bootstrap, candidate_chains, cascade_curve)
 from dyncompress.analysis.report import analyse_run, accuracy_intervals
 from dyncompress.analysis.claims import (simulated_records, demo_claims, claim_learning, claim_phenomenon,
                                          claim_token_aware, claim_dynamic, claim_questions, sweep_summary, DEMO_PROFILE)
@@ -100,7 +100,7 @@ def test_threshold_ignores_the_report_part(good, tiny_costs):
     assert cc2.tau == cc.tau and cc2.rule == cc.rule
     assert cc2.cascade.accuracy != cc.cascade.accuracy
     rep_m = matched_subset(m, report)
-    assert cc.cascade.accuracy == cascade(rep_m, cc.tau, tiny_costs)['accuracy']
+    assert cc.cascade.accuracy == cascade(rep_m, cc.tau, tiny_costs, cc.chain)['accuracy']
     assert cc.policies[cc.policies.policy == 'fixed'].accuracy.tolist() == fixed_levels(rep_m, tiny_costs).accuracy.tolist()
 
 
@@ -112,6 +112,11 @@ def test_rule_is_cheapest_within_tolerance(good, tiny_costs):
     confs = np.unique(cal.confidence.to_numpy())
     cheaper = [cascade(cal, t, tiny_costs) for t in confs[confs < r['tau']]]
     assert all(c['accuracy'] < r['reference_accuracy'] - .01 or c['visual_tokens'] >= r['visual_tokens'] for c in cheaper)
+    rs = choose_threshold(cal, tiny_costs, tolerance=.01, chains='subsets')    # the chain chosen too
+    assert rs['rule_met'] and rs['visual_tokens'] <= r['visual_tokens']       # more candidates: never dearer
+    for chain in candidate_chains(cal, 'subsets'):
+        for c in cascade_curve(cal, None, tiny_costs, chain).itertuples():
+            assert c.accuracy < rs['reference_accuracy'] - .01 - 1e-12 or c.visual_tokens >= rs['visual_tokens']
 
 
 def test_paired_bootstrap():

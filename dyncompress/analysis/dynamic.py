@@ -15,10 +15,11 @@ from .tokenaware import match_runs, Matched
 # %% auto #0
 __all__ = ['INTERNVIDEO2_1B', 'CLIP_L14_336', 'LLM_DIMS', 'TEXT_TOKENS', 'PRESET_COSTS', 'TowerDims', 'LLMDims', 'vit_flops',
            'llm_prefill_flops', 'projector_flops', 'flops_per_question', 'flops_table', 'towers_dominate_from',
-           'LevelCosts', 'level_costs', 'matched_levels', 'fixed_levels', 'oracle_levels', 'oracle', 'cascade_stops',
-           'cascade', 'cascade_curve', 'compare_policies', 'calibration_split', 'matched_subset', 'choose_threshold',
-           'CalibratedCascade', 'paired_bootstrap', 'calibrated_cascade', 'preset_level_costs', 'flops_text',
-           'towers_vs_llm_text', 'cascade_live', 'costs_from_model_config']
+           'LevelCosts', 'level_costs', 'matched_levels', 'fixed_levels', 'oracle_levels', 'oracle', 'cascade_chain',
+           'chain_text', 'cascade_stops', 'cascade', 'cascade_curve', 'compare_policies', 'calibration_split',
+           'matched_subset', 'candidate_chains', 'choose_threshold', 'CalibratedCascade', 'paired_bootstrap',
+           'calibrated_cascade', 'preset_level_costs', 'flops_text', 'towers_vs_llm_text', 'cascade_live',
+           'costs_from_model_config']
 
 # %% ../../nbs/51_dynamic.ipynb #97ac0048
 @dataclass(frozen=True)
@@ -167,34 +168,46 @@ def oracle(m: Matched, costs: LevelCosts | None = None) -> pd.DataFrame:
                               passes=1.0)])
 
 # %% ../../nbs/51_dynamic.ipynb #3138d8c4
-def cascade_stops(m: Matched, tau: float) -> pd.Series:
-    "Per question, the level at which the cascade with threshold `tau` stops."
-    levels = sorted(m.correct.columns)[::-1]                           # coarse -> fine
+def cascade_chain(m: Matched, chain=None) -> list[int]:
+    "The levels a cascade tries, coarse → fine: `chain` (a subset of `m`'s levels) or all of them."
+    have = sorted(m.correct.columns)
+    if chain is None: return have[::-1]
+    out = sorted({int(b) for b in chain}, reverse=True)
+    if not out or set(out) - set(have): raise ValueError(f"cascade chain {chain} is not a non-empty subset of the levels {have}")
+    return out
+
+def chain_text(chain) -> str:
+    "A chain as the `levels_tried` text of a decision, coarse first: `16;4;1`."
+    return ';'.join(str(b) for b in chain)
+
+def cascade_stops(m: Matched, tau: float, chain=None) -> pd.Series:
+    "Per question, the level at which the cascade with threshold `tau` (over `chain`, default all levels) stops."
+    levels = cascade_chain(m, chain)                                   # coarse -> fine
     conf = m.confidence[levels].to_numpy(dtype=float)
     stop = np.nan_to_num(conf, nan=-np.inf) >= tau                     # NaN confidence: go finer
     stop[:, -1] = True                                                 # the finest answer is final
     return pd.Series(np.array(levels)[stop.argmax(1)], index=m.correct.index, name='stop_level')
 
-def cascade(m: Matched, tau: float, costs: LevelCosts | None = None) -> dict:
-    "Accuracy and mean cost of the confidence cascade at threshold `tau`."
+def cascade(m: Matched, tau: float, costs: LevelCosts | None = None, chain=None) -> dict:
+    "Accuracy and mean cost of the confidence cascade at threshold `tau` over `chain` (default: every level)."
     costs = _costs_for(m, costs)
-    levels = sorted(m.correct.columns)[::-1]
-    stops = cascade_stops(m, tau)
+    levels = cascade_chain(m, chain)
+    stops = cascade_stops(m, tau, levels)
     pos = stops.map({b: i for i, b in enumerate(levels)}).to_numpy()
     corr = m.correct[levels].to_numpy()[np.arange(len(pos)), pos]
     cum_tok = np.cumsum([costs.tokens[b] for b in levels])
     cum_llm = np.cumsum([costs.llm.get(b, np.nan) for b in levels])
     return dict(policy='cascade', param=float(tau), accuracy=float(corr.mean()) if len(corr) else np.nan,
                 visual_tokens=float(cum_tok[pos].mean()), flops=float(costs.fixed + cum_llm[pos].mean()),
-                passes=float((pos + 1).mean()))
+                passes=float((pos + 1).mean()), chain=chain_text(levels))
 
-def cascade_curve(m: Matched, taus=None, costs: LevelCosts | None = None) -> pd.DataFrame:
-    "The cascade swept over thresholds (default: 0, every distinct confidence, and +inf)."
+def cascade_curve(m: Matched, taus=None, costs: LevelCosts | None = None, chain=None) -> pd.DataFrame:
+    "The cascade over `chain` swept over thresholds (default: 0, every distinct confidence, and +inf)."
     if taus is None:
         conf = m.confidence.to_numpy(dtype=float)
         taus = np.unique(np.concatenate([[0.0], conf[np.isfinite(conf)], [np.inf]]))
     costs = _costs_for(m, costs)
-    return pd.DataFrame([cascade(m, t, costs) for t in taus])
+    return pd.DataFrame([cascade(m, t, costs, chain) for t in taus])
 
 def compare_policies(m: Matched, costs: LevelCosts | None = None, taus=None) -> pd.DataFrame:
     "Fixed levels, the oracle and the cascade curve in one table (same questions, same costs)."
@@ -221,19 +234,28 @@ def matched_subset(m: Matched, keys) -> Matched:
     return Matched(m.correct.loc[idx], m.confidence.loc[idx], m.visual_tokens.loc[idx], m.task.loc[idx], {}, len(idx))
 
 # %% ../../nbs/51_dynamic.ipynb #5143243b
-def choose_threshold(m: Matched, costs: LevelCosts | None = None, tolerance: float = 0.01, taus=None) -> dict:
-    "The cheapest cascade τ whose accuracy on `m` is within `tolerance` of the best fixed level's accuracy on `m`."
+def candidate_chains(m: Matched, chains=None) -> list[list[int]]:
+    "Chains the rule may choose from: None → all levels; 'subsets' → every non-empty subset; or an explicit list."
+    levels = cascade_chain(m)
+    if chains is None: return [levels]
+    if chains == 'subsets':
+        return [[b for j, b in enumerate(levels) if mask >> j & 1] for mask in range(1, 2 ** len(levels))]
+    return [cascade_chain(m, c) for c in chains]
+
+def choose_threshold(m: Matched, costs: LevelCosts | None = None, tolerance: float = 0.01, taus=None, chains=None) -> dict:
+    "The cheapest cascade (τ, and chain among `chains`) whose accuracy on `m` is within `tolerance` of the best fixed level's."
     costs = _costs_for(m, costs)
     fx = fixed_levels(m, costs)
     best = fx[fx.accuracy == fx.accuracy.max()].iloc[-1]               # coarsest among ties
-    curve = cascade_curve(m, taus, costs)
+    curve = pd.concat([cascade_curve(m, taus, costs, c) for c in candidate_chains(m, chains)], ignore_index=True)
     ok = curve[curve.accuracy >= best.accuracy - tolerance - 1e-12]
     met = len(ok) > 0
     pool = ok if met else curve[curve.accuracy == curve.accuracy.max()]
-    pick = pool.assign(neg=-pool.accuracy).sort_values(['visual_tokens', 'neg', 'param']).iloc[0]
-    return dict(tau=float(pick.param), rule_met=bool(met), tolerance=float(tolerance), reference_level=int(best.param),
-                reference_accuracy=float(best.accuracy), accuracy=float(pick.accuracy),
-                visual_tokens=float(pick.visual_tokens), n=int(m.n_common))
+    pool = pool.assign(neg=-pool.accuracy, length=pool.chain.str.count(';'))
+    pick = pool.sort_values(['visual_tokens', 'neg', 'length', 'param'], kind='stable').iloc[0]
+    return dict(tau=float(pick.param), chain=tuple(int(b) for b in pick.chain.split(';')), rule_met=bool(met),
+                tolerance=float(tolerance), reference_level=int(best.param), reference_accuracy=float(best.accuracy),
+                accuracy=float(pick.accuracy), visual_tokens=float(pick.visual_tokens), n=int(m.n_common))
 
 # %% ../../nbs/51_dynamic.ipynb #d69eaa60
 @dataclass
@@ -247,6 +269,7 @@ class CalibratedCascade:
     difference: dict           # cascade − best fixed level on the report part: points, bootstrap lo, hi
     fraction: float = 0.5
     seed: int = 0
+    chain: tuple = ()          # the levels the cascade tries, coarse -> fine (chosen with τ)
 
     @property
     def n_calibration(self) -> int: return int((self.split == 'calibration').sum())
@@ -268,30 +291,31 @@ def paired_bootstrap(a, b, n_boot: int = 2000, seed: int = 0, level: float = 0.9
     d = (a[idx] - b[idx]).mean(1)
     return tuple(float(x) for x in np.quantile(d, [(1 - level) / 2, (1 + level) / 2]))
 
-def _policy_flops(m: Matched, tau: float, costs: LevelCosts) -> list[float]:
+def _policy_flops(m: Matched, tau: float, costs: LevelCosts, chain=None) -> list[float]:
     "FLOPs per question of the fixed levels, the oracle and the cascade at `tau` under `costs` (table order)."
-    return fixed_levels(m, costs).flops.tolist() + [oracle(m, costs).flops.iloc[0], cascade(m, tau, costs)['flops']]
+    return fixed_levels(m, costs).flops.tolist() + [oracle(m, costs).flops.iloc[0], cascade(m, tau, costs, chain)['flops']]
 
 def calibrated_cascade(m: Matched, costs: LevelCosts | None = None, fraction: float = 0.5, seed: int = 0,
-                       tolerance: float = 0.01, cost_models: dict | None = None, n_boot: int = 2000) -> CalibratedCascade:
-    "Split the questions, choose τ on the calibration part (`choose_threshold`), score every policy on the report part."
+                       tolerance: float = 0.01, cost_models: dict | None = None, n_boot: int = 2000,
+                       chains='subsets') -> CalibratedCascade:
+    "Split the questions, choose τ and the chain on the calibration part (`choose_threshold`), score every policy on the report part."
     from dyncompress.eval.scoring import wilson_interval
     costs = _costs_for(m, costs)
     split = calibration_split(m.correct.index, m.task.tolist(), fraction, seed)
     cal, rep = (matched_subset(m, split.index[split == p]) for p in ('calibration', 'report'))
     if not cal.n_common or not rep.n_common:
         raise ValueError(f"calibration split left {cal.n_common} calibration and {rep.n_common} report questions; need both")
-    rule = choose_threshold(cal, costs, tolerance)
-    tau = rule['tau']
-    pol = pd.concat([fixed_levels(rep, costs), oracle(rep, costs), pd.DataFrame([cascade(rep, tau, costs)])], ignore_index=True)
-    for name, c in (cost_models or {}).items(): pol[f"flops {name}"] = _policy_flops(rep, tau, c)
+    rule = choose_threshold(cal, costs, tolerance, chains=chains)
+    tau, chain = rule['tau'], rule['chain']
+    pol = pd.concat([fixed_levels(rep, costs), oracle(rep, costs), pd.DataFrame([cascade(rep, tau, costs, chain)])], ignore_index=True)
+    for name, c in (cost_models or {}).items(): pol[f"flops {name}"] = _policy_flops(rep, tau, c, chain)
     n = rep.n_common
     pol.insert(3, 'n', n)
     pol.insert(4, 'right', (pol.accuracy * n).round().astype(int))
     ci = [wilson_interval(k, n) for k in pol.right]
     pol.insert(5, 'lo', [c[0] for c in ci]); pol.insert(6, 'hi', [c[1] for c in ci])
-    stops = cascade_stops(rep, tau)
-    res = CalibratedCascade(tau, rule, split, pol, stops, {}, fraction, seed)
+    stops = cascade_stops(rep, tau, chain)
+    res = CalibratedCascade(tau, rule, split, pol, stops, {}, fraction, seed, chain)
     levels = sorted(rep.correct.columns)
     cas_right = rep.correct.to_numpy()[np.arange(n), [levels.index(b) for b in stops]]
     fix_right = rep.correct[int(res.best_fixed.param)].to_numpy()
