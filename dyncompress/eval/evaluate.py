@@ -21,11 +21,11 @@ from .records import (RecordStore, RECORD_FIELDS, completeness, completeness_lin
                                       export_seed_folder)
 
 # %% auto #0
-__all__ = ['WEIGHT_SUFFIXES', 'DIGEST_PART', 'EVAL_SETTINGS', 'tokenize_prompt', 'left_pad', 'item_frames', 'EvalDataset',
-           'collate_eval', 'letter_ids', 'answer_batch', 'batch_features', 'evaluate', 'task_titles', 'seed_video_name',
-           'finish', 'file_digest', 'model_identity', 'eval_settings', 'record_eval_settings', 'check_writable',
-           'check_counts', 'synthetic_root', 'load_items', 'run_evaluation', 'dc_evaluate', 'flops_table',
-           'seed_style_answers', 'time_stages', 'benchmark', 'format_benchmark', 'dc_eval_benchmark']
+__all__ = ['WEIGHT_SUFFIXES', 'NOT_WEIGHTS', 'DIGEST_PART', 'EVAL_SETTINGS', 'tokenize_prompt', 'left_pad', 'item_frames',
+           'EvalDataset', 'collate_eval', 'letter_ids', 'answer_batch', 'batch_features', 'evaluate', 'task_titles',
+           'seed_video_name', 'finish', 'file_digest', 'model_identity', 'eval_settings', 'record_eval_settings',
+           'check_writable', 'check_counts', 'synthetic_root', 'load_items', 'run_evaluation', 'dc_evaluate',
+           'flops_table', 'seed_style_answers', 'time_stages', 'benchmark', 'format_benchmark', 'dc_eval_benchmark']
 
 # %% ../../nbs/42_evaluate.ipynb #d597f523
 def tokenize_prompt(prompt: str, tokenizer) -> list[int]:
@@ -281,6 +281,7 @@ def finish(out_dir, items, pool_levels, export_seed: bool = False, mvbench_root=
 
 # %% ../../nbs/42_evaluate.ipynb #bf2e094e
 WEIGHT_SUFFIXES = ('.safetensors', '.bin', '.pt', '.pth')   # files of a model directory that hold weights
+NOT_WEIGHTS = ('training_args.bin',)                        # the trainer's pickled arguments: no weights
 DIGEST_PART = 1 << 20                                       # bytes hashed at each end of a large file
 
 def file_digest(path, part: int = DIGEST_PART) -> str:
@@ -293,14 +294,14 @@ def file_digest(path, part: int = DIGEST_PART) -> str:
         else: h.update(f.read(part)); f.seek(n - part); h.update(f.read(part))
     return h.hexdigest()[:16]
 
-def model_identity(model) -> str | dict | None:
-    "A preset's name, or `{dir, weights: {file: digest}}` for a model directory; a `UserError` if it is neither."
+def model_identity(model) -> tuple[str | None, dict | None]:
+    "`(name, weights)`: a preset's name and None, or a directory's resolved path and `{weight file: digest}`."
     from dyncompress.model.loading import PRESETS
-    if model is None or str(model) in PRESETS: return model if model is None else str(model)
+    if model is None or str(model) in PRESETS: return (model if model is None else str(model)), None
     d = Path(model)
     if not d.is_dir(): raise UserError(f"model {str(model)!r} is neither a preset ({', '.join(PRESETS)}) nor a directory")
-    return dict(dir=str(d.resolve()), weights={f.name: file_digest(f) for f in sorted(d.iterdir())
-                                               if f.is_file() and f.suffix in WEIGHT_SUFFIXES})
+    return str(d.resolve()), {f.name: file_digest(f) for f in sorted(d.iterdir())
+                              if f.is_file() and f.suffix in WEIGHT_SUFFIXES and f.name not in NOT_WEIGHTS}
 
 def _frames(model, model_base=None) -> dict | None:
     "Frames per video and context frames of the model about to load (preset or directory config), None if unknown."
@@ -329,7 +330,9 @@ def eval_settings(model, mvbench_root, pool_levels, protocol='seed', max_new_tok
     "What shapes an evaluation's records (recorded in `eval_settings.json`; `pool_levels` may grow)."
     try: check_protocol(protocol)
     except ValueError as e: raise UserError(str(e)) from None
-    return dict(model=model_identity(model), model_base=model_identity(model_base), dtype=_dtype_name(dtype), protocol=protocol,
+    (name, weights), (base, base_weights) = model_identity(model), model_identity(model_base)
+    return dict(model=name, model_weights=weights, model_base=base, model_base_weights=base_weights,
+                dtype=_dtype_name(dtype), protocol=protocol,
                 frames=_frames(model, model_base), max_new_tokens=int(max_new_tokens),
                 mvbench_root=None if mvbench_root is None else str(Path(mvbench_root).resolve()),
                 synthetic_per_task=n_synthetic, pool_levels=list(parse_pool_levels(pool_levels)))
