@@ -9,11 +9,11 @@ from pathlib import Path
 import torch
 from torch import nn
 from einops import rearrange
-from .pooling import pool_tokens, pooled_side, grid_of, check_pool_level
+from .pooling import pool_tokens, grid_of, check_pool_level
 
 # %% auto #0
-__all__ = ['PROJECTOR_NAMES', 'LDPv2', 'Identity', 'build_projector', 'project_and_pool', 'read_state_dict',
-           'split_projector_state', 'input_width', 'check_state', 'load_projector_weights', 'save_projector_weights']
+__all__ = ['LDPv2', 'Identity', 'build_projector', 'project_and_pool', 'read_state_dict', 'split_projector_state', 'input_width',
+           'check_state', 'load_projector_weights', 'save_projector_weights']
 
 # %% ../nbs/02_projectors.ipynb #2aa74817
 class LDPv2(nn.Module):
@@ -57,8 +57,6 @@ def project_and_pool(projector: nn.Module, x: torch.Tensor, pool_level: int, gri
     return pool_tokens(projector(x), pool_level, grid)
 
 # %% ../nbs/02_projectors.ipynb #e065e957
-PROJECTOR_NAMES = ('mm_projector', 'image_mm_projector')  # video, image (the seed's module names)
-
 def _unreadable(path: Path, e: Exception) -> str:
     "Why `torch.load` could not read `path`, from the file's first bytes: not a checkpoint, damaged, or unsafe objects."
     with open(path, 'rb') as f: head = f.read(4)

@@ -4,15 +4,15 @@
 
 # %% ../../nbs/23_loading.ipynb #35c13443
 from __future__ import annotations
-import os, re, json, logging, contextlib
+import os, re, json, contextlib
 from dataclasses import dataclass
 from pathlib import Path
 import torch
 from transformers import AutoConfig, CLIPVisionConfig
 from transformers.utils import logging as hf_logging
-from ..config import Geometry, get_geometry, load_json, save_json
+from ..config import Geometry, get_geometry, load_json
 from ..pooling import check_pool_level
-from ..projectors import read_state_dict, split_projector_state, input_width, load_projector_weights, check_state
+from ..projectors import read_state_dict, split_projector_state, input_width, load_projector_weights
 from ..tokenizer import build_tiny_tokenizer, load_tokenizer, tokenizer_problems, EOS_TOKEN, TOKENIZER_FILES
 from .videollm import VideoQwen2Config, VideoQwen2ForCausalLM, tiny_videoqwen2_config
 

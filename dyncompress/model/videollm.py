@@ -5,7 +5,7 @@
 # %% ../../nbs/22_videollm.ipynb #fff3e86d
 from __future__ import annotations
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 import torch
 from fastcore.basics import patch
 from torch import nn
