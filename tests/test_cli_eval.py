@@ -142,3 +142,15 @@ def test_dc_eval_benchmark_exit_status(roots, tmp_path):
     for task, line in zip(('t_a', 't_b'), dup): assert f"{roots[2] / 'json' / task}.json: 1 duplicated question(s)" in line
     assert 'n_questions must be an integer >= 1, got 0' in refused('dc_eval_benchmark', '--mvbench_root', roots[1], '--n_questions', 0)
     assert 'level 4 is given twice' in refused('dc_eval_benchmark', '--mvbench_root', roots[1], '--pool_levels', '4,4')
+
+
+def test_dc_evaluate_under_torchrun_exits_0(roots, finished, tmp_path):
+    "The README's sharded evaluation: `torchrun --nproc_per_node 2 $(which dc_evaluate) ...` ends with exit status 0 and the same records."
+    out = tmp_path / 'eval'
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_port', '29541', str(BIN / 'dc_evaluate'),
+           '--out_dir', str(out), '--mvbench_root', str(roots[1]), '--pool_levels', LEVEL, '--num_workers', '0']
+    p = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0 and '4/4 answered, 0 errors' in p.stdout, (p.returncode, p.stdout[-2000:], p.stderr[-3000:])
+    key = lambda r: (r['qid'], r['pool_level'], r['pred'])
+    recs = lambda d: sorted(key(json.loads(l)) for l in (d / 'records.jsonl').read_text().splitlines())
+    assert recs(out) == [k for k in recs(finished) if k[1] == int(LEVEL)]
