@@ -145,13 +145,14 @@ def claim_dynamic(multi, costs: LevelCosts | None = None, projected: str | None 
     fl = [f"{n}: {flops_text(ca[f'flops {n}'])} vs {flops_text(best[f'flops {n}'])} at b={int(best.param)} "
           f"({ca[f'flops {n}'] / best[f'flops {n}'] * 100:.0f}%; towers {flops_text(c.towers)} at every level, "
           f"{c.towers / c.flops(levels[-1]) * 100:.0f}% of b={levels[-1]}'s total)" for n, c in models.items()]
-    line = (f"on the report part ({cc.n_report} questions; τ = {cc.tau:.3g} chosen on the other {cc.n_calibration}, split "
+    line = (f"on the report part ({cc.n_report} questions; levels tried {' → '.join(map(str, cc.chain))} and τ = {cc.tau:.3g} "
+            f"chosen on the other {cc.n_calibration}, split "
             f"seed {split_seed}): cascade {accuracy_text(ca.right, ca.n)} vs best fixed b={int(best.param)} "
             f"{accuracy_text(best.right, best.n)} ({gap * 100:+.1f} points, paired 95% [{cc.difference['lo']:+.1f}, "
             f"{cc.difference['hi']:+.1f}]; must be ≥ {-within * 100:.0f}), at {ca.visual_tokens:.0f} of {best.visual_tokens:.0f} "
             f"visual tokens ({tok * 100:.0f}%, must be ≤ {max_token_fraction * 100:.0f}%); FLOPs per question, "
             + ("; ".join(fl) if fl else "not computed (no cost model)"))
-    nums = dict(tau=cc.tau, n_report=cc.n_report, n_calibration=cc.n_calibration, cascade=float(ca.accuracy),
+    nums = dict(tau=cc.tau, chain=list(cc.chain), n_report=cc.n_report, n_calibration=cc.n_calibration, cascade=float(ca.accuracy),
                 best_level=int(best.param), best=float(best.accuracy), token_fraction=float(tok),
                 flops_fraction={n: float(ca[f'flops {n}'] / best[f'flops {n}']) for n in models})
     return Claim(name, bool(ok), line, nums)
