@@ -24,12 +24,14 @@ def option_letter(i: int) -> str:
     if not 0 <= i < len(LETTERS): raise ValueError(f"option index {i} out of range 0..{len(LETTERS)-1}")
     return LETTERS[i]
 
+# %% ../../nbs/40_scoring.ipynb #8fee5e4b
 def question_block(question: str, candidates) -> str:
     "`Question: {q}\\nOptions:\\n(A) c0\\n(B) c1…`, right-stripped (official notebook and seed)."
     s = f"Question: {question}\nOptions:\n"
     for i, c in enumerate(candidates): s += f"({option_letter(i)}) {c}\n"
     return s.rstrip()
 
+# %% ../../nbs/40_scoring.ipynb #92e2aa91
 def ground_truth(candidates, answer_idx: int) -> str:
     "The harnesses' ground-truth string `(X) answer`."
     return f"({option_letter(answer_idx)}) {candidates[answer_idx]}"
@@ -46,12 +48,14 @@ def check_protocol(protocol: str) -> str:
     if protocol not in PROTOCOLS: raise ValueError(f"unknown protocol {protocol!r}; choose one of {PROTOCOLS}")
     return protocol
 
+# %% ../../nbs/40_scoring.ipynb #5f716ba8
 def question_text(question: str, candidates, protocol: str = 'seed') -> str:
     "The user text after the frames (the seed's `Q`/`prompt` field)."
     check_protocol(protocol)
     q = question_block(question, candidates) + QUESTION_SUFFIX
     return (MVBENCH_SYSTEM + "\n" + q) if protocol == 'official' else q
 
+# %% ../../nbs/40_scoring.ipynb #cd56318c
 def build_prompt(question: str, candidates, num_frames: int, protocol: str = 'seed') -> str:
     "Full generation prompt in the `qwen2_cap` layout (`dyncompress.data.conversation`) with `num_frames` `<image>`s."
     check_protocol(protocol)
@@ -60,6 +64,7 @@ def build_prompt(question: str, candidates, num_frames: int, protocol: str = 'se
                                        'video', system=system)
     return prompt + (OFFICIAL_ANSWER_PREFIX if protocol == 'official' else '')
 
+# %% ../../nbs/40_scoring.ipynb #7a45d1cc
 def answer_text(generated: str, protocol: str = 'seed') -> str:
     "The answer string each harness stores: the seed strips `<|im_end|>`; the official keeps `'(' + first line`."
     check_protocol(protocol)
@@ -87,10 +92,12 @@ _PAREN = re.compile(r"\(\s*([A-Ha-h])\s*(?:\)|$|[\s.:,])")
 _LEAD = re.compile(r"^\s*(?:(?:the\s+)?(?:best\s+)?(?:answer|option)(?:\s+is)?\s*[:\-]?\s*)?", re.I)
 _BARE = re.compile(r"([A-H])(?:$|[).:,]|\s*$)")
 
+# %% ../../nbs/40_scoring.ipynb #f9730c61
 def _norm(s: str) -> str:
     s = s.lower().translate(str.maketrans(string.punctuation, ' ' * len(string.punctuation)))
     return ' '.join(s.split())
 
+# %% ../../nbs/40_scoring.ipynb #f84e4f94
 def extract_option(pred: str, candidates) -> int | None:
     "Index of the option `pred` chooses among `candidates`, or None when it cannot be read."
     n = len(candidates)
@@ -127,6 +134,7 @@ def wilson_interval(k, n, z: float = Z95) -> tuple[float, float]:
     centre, half = (p + z2 / (2 * n)) / (1 + z2 / n), z / (1 + z2 / n) * (p * (1 - p) / n + z2 / (4 * n * n)) ** 0.5
     return (0.0 if k == 0 else centre - half, 1.0 if k == n else centre + half)   # exact ends, no float dust
 
+# %% ../../nbs/40_scoring.ipynb #ebcd973e
 def accuracy_text(k, n, digits: int = 1) -> str:
     "`k` right of `n` as a percentage with its 95 % Wilson interval: `71.0 [61.5, 79.0]` (`–` when `n` is 0)."
     if n == 0: return '–'
@@ -141,6 +149,7 @@ def _frame(records) -> pd.DataFrame:
     if df.empty: raise ValueError("no records to score")
     return df
 
+# %% ../../nbs/40_scoring.ipynb #5807d193
 def accuracy_table(records, scorer: str = 'robust', tasks=None, intervals: bool = False) -> pd.DataFrame:
     "Accuracy (%) per task (rows, in `tasks` or first-seen order) and pool level (columns), plus `Overall`."
     if scorer not in SCORERS: raise ValueError(f"unknown scorer {scorer!r}; choose one of {list(SCORERS)}")
@@ -162,6 +171,7 @@ def accuracy_table(records, scorer: str = 'robust', tasks=None, intervals: bool 
     acc.columns.name = None; acc.index.name = 'task'
     return acc
 
+# %% ../../nbs/40_scoring.ipynb #616b6976
 def summary_table(records) -> pd.DataFrame:
     "One row per pool level: questions, errors, unparseable answers, overall accuracy (%) under each scorer."
     df = _frame(records)
@@ -173,6 +183,7 @@ def summary_table(records) -> pd.DataFrame:
     for name, col in SCORERS.items(): out[f"acc_{name}"] = g[col].mean() * 100
     return out
 
+# %% ../../nbs/40_scoring.ipynb #bf18baae
 def task_counts(records, tasks=None) -> pd.DataFrame:
     "Per task: questions, questions whose video failed (`error`, counted wrong), unparseable answers (all levels)."
     df = _frame(records)
@@ -186,6 +197,7 @@ def task_counts(records, tasks=None) -> pd.DataFrame:
     out.index.name = 'task'
     return out.astype(int)
 
+# %% ../../nbs/40_scoring.ipynb #d8a8dd30
 def to_markdown(df: pd.DataFrame, digits: int = 2) -> str:
     "A GitHub markdown table (no `tabulate` needed)."
     fmt = lambda v: f"{v:.{digits}f}" if isinstance(v, float) else str(v)
@@ -194,11 +206,13 @@ def to_markdown(df: pd.DataFrame, digits: int = 2) -> str:
     for idx, *row in df.itertuples(): lines.append('| ' + ' | '.join([str(idx)] + [fmt(v) for v in row]) + ' |')
     return '\n'.join(lines) + '\n'
 
+# %% ../../nbs/40_scoring.ipynb #9aa2735e
 def unparseable(records) -> list[dict]:
     "Answers the robust extractor could not read (video present), with their raw output."
     return [dict(qid=r['qid'], pool_level=r['pool_level'], pred=r['pred']) for r in records
             if r.get('pred_idx') is None and r.get('error') is None]
 
+# %% ../../nbs/40_scoring.ipynb #b4a9b154
 def write_tables(records, out_dir, tasks=None) -> dict:
     "Write `accuracy_<scorer>`, `summary` and `tasks` tables as .csv and .md into `out_dir`; return the paths."
     out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
