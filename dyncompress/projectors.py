@@ -33,11 +33,13 @@ class LDPv2(nn.Module):
 class Identity(nn.Identity):
     "Pass tokens through unchanged (tower width must equal the LLM width)."
 
+# %% ../nbs/02_projectors.ipynb #104bd0e6
 def _mlp(depth: int, in_dim: int, out_dim: int) -> nn.Sequential:
     layers = [nn.Linear(in_dim, out_dim)]
     for _ in range(depth - 1): layers += [nn.GELU(), nn.Linear(out_dim, out_dim)]
     return nn.Sequential(*layers)
 
+# %% ../nbs/02_projectors.ipynb #9909af73
 def build_projector(name: str, in_dim: int, out_dim: int) -> nn.Module:
     "Projector `name` ∈ {`linear`, `mlp{N}x_gelu`, `identity`, `ldpv2`} from `in_dim` to `out_dim`."
     if name == 'linear': return nn.Linear(in_dim, out_dim)
@@ -68,6 +70,7 @@ def _unreadable(path: Path, e: Exception) -> str:
         return f"{path}: damaged checkpoint ({size:,} bytes; truncated or corrupt: {type(e).__name__})"
     return f"{path}: not a checkpoint ({size:,} bytes that are neither a torch.save archive nor safetensors)"
 
+# %% ../nbs/02_projectors.ipynb #508cb342
 def read_state_dict(path) -> dict[str, torch.Tensor]:
     "Tensors from a `.bin`/`.pt` (loaded with `weights_only=True`) or `.safetensors` file; unreadable files say why."
     path = Path(path)
@@ -81,6 +84,7 @@ def read_state_dict(path) -> dict[str, torch.Tensor]:
     if not isinstance(sd, dict): raise ValueError(f"{path}: expected a dict of tensors, got {type(sd).__name__}")
     return sd
 
+# %% ../nbs/02_projectors.ipynb #41e9a662
 def split_projector_state(sd: dict) -> dict[str, dict[str, torch.Tensor]]:
     "Group keys by projector module name, whatever prefix they carry: `{'mm_projector': {'0.weight': ...}, ...}`."
     out = {}
@@ -89,13 +93,14 @@ def split_projector_state(sd: dict) -> dict[str, dict[str, torch.Tensor]]:
         if m: out.setdefault(m.group(1), {})[m.group(2)] = v
     return out
 
+# %% ../nbs/02_projectors.ipynb #fbdc3e86
 def input_width(sd: dict[str, torch.Tensor]) -> int:
     "Input width of a projector state dict: the second dim of its first 2-D weight."
     for k in sorted(sd):
         if sd[k].ndim == 2: return sd[k].shape[1]
     raise ValueError(f"no 2-D weight among keys {sorted(sd)}")
 
-# %% ../nbs/02_projectors.ipynb #508cb342
+# %% ../nbs/02_projectors.ipynb #50098969
 def check_state(module: nn.Module, sd: dict, what: str) -> None:
     "Raise a `ValueError` listing missing, unexpected and mis-shaped keys of `sd` against `module`."
     ref = module.state_dict()
@@ -104,6 +109,7 @@ def check_state(module: nn.Module, sd: dict, what: str) -> None:
     if missing or unexpected or shapes:
         raise ValueError(f"{what}: missing keys {missing}, unexpected keys {unexpected}, mis-shaped {shapes}")
 
+# %% ../nbs/02_projectors.ipynb #00fc098b
 def load_projector_weights(projector: nn.Module, source, in_dim: int | None = None) -> nn.Module:
     "Load `projector` strictly from a file or state dict, picking the projector whose input width is `in_dim`."
     what = str(source) if not isinstance(source, dict) else 'state dict'
@@ -124,6 +130,7 @@ def load_projector_weights(projector: nn.Module, source, in_dim: int | None = No
     projector.load_state_dict({k: v.to(ref[k].dtype) for k, v in sub.items()}, strict=True)
     return projector
 
+# %% ../nbs/02_projectors.ipynb #a1ef2856
 def save_projector_weights(projectors: dict[str, nn.Module], path, prefix: str = 'model.') -> Path:
     "Write `{'mm_projector': m, ...}` in the published layout (`model.mm_projector.0.weight`); `.safetensors` or torch."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
