@@ -24,6 +24,7 @@ class Template:
     after_sep: str = ''               # '' in the seed's qwen2_cap, '\n' in Qwen's own template
     stop: str = '<|im_end|>'          # generation stop string
 
+# %% ../../nbs/12_conversation.ipynb #479b9306
 TEMPLATES = {
     'qwen2_cap': Template('qwen2_cap', 'You are a helpful AI assistant.'),
     'qwen': Template('qwen', 'You are Qwen, created by Alibaba Cloud. You are a helpful assistant.', after_sep='\n'),
@@ -53,6 +54,7 @@ def check_conversation(conv, require_answer: bool = True) -> list[tuple[str, str
     if require_answer and out[-1][0] != 'assistant': raise ValueError("conversation must end with a gpt answer")
     return out
 
+# %% ../../nbs/12_conversation.ipynb #2e849156
 def place_visual_tokens(turns, modality: str | None, num_frames: int = 16) -> list[tuple[str, str]]:
     "Move the visual tag to the front of its turn; `<video>` → `<image>`×`num_frames`; check the tag count."
     tags = sum(t.count(DEFAULT_VIDEO_TOKEN) + t.count(DEFAULT_IMAGE_TOKEN) for _, t in turns)
@@ -94,9 +96,11 @@ def render(turns, template: str = 'qwen2_cap', add_generation_prompt: bool = Fal
     if add_generation_prompt: segs.append((t.assistant, False))
     return segs
 
+# %% ../../nbs/12_conversation.ipynb #14a30f2d
 def render_text(turns, template: str = 'qwen2_cap', add_generation_prompt: bool = False, system=None) -> str:
     return ''.join(s for s, _ in render(turns, template, add_generation_prompt, system))
 
+# %% ../../nbs/12_conversation.ipynb #2fa47763
 def build_prompt(question: str, template: str = 'qwen2_cap', num_frames: int = 16, modality: str | None = 'video',
                  system: str | None = None) -> str:
     "Generation prompt for one user `question` (a visual tag is added when missing), ending where the answer starts."
@@ -113,6 +117,7 @@ def tokenizer_image_token(text: str, tokenizer) -> list[int]:
         if c: ids += tokenizer(c, add_special_tokens=False).input_ids
     return ids
 
+# %% ../../nbs/12_conversation.ipynb #8f92e605
 def tokenize_conversation(conversations, tokenizer, template: str = 'qwen2_cap', modality: str | None = 'video',
                           num_frames: int = 16, max_length: int | None = None, system: str | None = None) -> dict:
     "`input_ids`, `labels` (1-D long tensors) of a VideoGPT+ conversation; only assistant answers (+ end token) supervised."
@@ -128,6 +133,7 @@ def tokenize_conversation(conversations, tokenizer, template: str = 'qwen2_cap',
         ids, labels = ids[:max_length], labels[:max_length]
     return dict(input_ids=torch.tensor(ids, dtype=torch.long), labels=torch.tensor(labels, dtype=torch.long))
 
+# %% ../../nbs/12_conversation.ipynb #e15f052b
 def prompt_ids(question: str, tokenizer, template: str = 'qwen2_cap', num_frames: int = 16,
                modality: str | None = 'video', system: str | None = None) -> torch.Tensor:
     "1-D ids of `build_prompt(...)` (placeholders included), ready for generation."
