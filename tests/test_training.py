@@ -1,4 +1,4 @@
-"""Training checks that need whole processes: the `dc_train` command (dyncompress.launch), papermill on the
+"""Training checks that need whole processes: the `dc_train` console script (dyncompress.launch), papermill on the
 finetune driver, a 2-process DeepSpeed ZeRO-2 run, and resuming a killed run. All on CPU with the tiny preset
 and a small synthetic set; OMP_NUM_THREADS=1 throughout (the test machines are shared)."""
 import json, os, signal, subprocess, sys, time
@@ -17,8 +17,8 @@ def run(cmd, cwd=ROOT, timeout=300):
 
 
 def dc_train(*args):
-    "The `dc_train` command line (until it is a console script: `python -m dyncompress.launch`)."
-    return [sys.executable, '-m', 'dyncompress.launch', *args]
+    "The installed `dc_train` command line (torchrun below starts the same command as `-m dyncompress.launch`)."
+    return [BIN/'dc_train', *args]
 
 
 @pytest.fixture(scope='module')
