@@ -132,7 +132,7 @@ def task_direction(rng, v, spec):
 
 def task_flash_count(rng, v, spec):
     k = v + 1
-    if 2 * k - 1 > spec.seconds: raise ValueError(f"{spec.seconds} s is too short for {k} separate flashes")
+    if 2 * k - 1 > spec.seconds: raise UserError(f"clips of {spec.seconds} s (--seconds) are too short for {k} separate flashes")
     while True:
         secs = sorted(int(s) for s in rng.choice(spec.seconds, k, replace=False))
         if all(b - a > 1 for a, b in zip(secs, secs[1:])): break
