@@ -59,7 +59,7 @@ class TrainConfig:
     def __post_init__(self):
         check_pool_level(self.pool_level)
         if self.deepspeed not in ('', 'zero2', 'zero3') and not str(self.deepspeed).endswith('.json'):
-            raise ValueError(f"deepspeed must be '', 'zero2', 'zero3' or a .json path, got {self.deepspeed!r}")
+            raise UserError(f"deepspeed must be '', 'zero2', 'zero3' or a .json path, got {self.deepspeed!r}")
 
     def to_dict(self) -> dict: return asdict(self)
 
@@ -81,7 +81,7 @@ class PretrainConfig(TrainConfig):
     def __post_init__(self):
         super().__post_init__()
         if self.tune not in ('mm_projector', 'image_mm_projector'):
-            raise ValueError(f"tune must be 'mm_projector' or 'image_mm_projector', got {self.tune!r}")
+            raise UserError(f"tune must be 'mm_projector' or 'image_mm_projector', got {self.tune!r}")
 
 LEVEL_MODES = ('sample', 'all')           # how a multi-level finetune trains its levels (FinetuneConfig.level_mode)
 
