@@ -34,6 +34,7 @@ six seven eight nine ten zero yes no none all both not more less same different 
 AI assistant system user Carefully watch pay attention cause sequence events detail movement objects action pose
 persons Based on your observations select that accurately addresses""".split()
 
+# %% ../nbs/03_tokenizer.ipynb #0f309afa
 def _corpus(extra_text=()) -> list[str]:
     letters = [f"({c}) " for c in "ABCDE"] + [f"{c}." for c in "ABCDE"]
     lines = [' '.join(_WORDS[i:i + 12]) for i in range(0, len(_WORDS), 6)]
@@ -42,6 +43,7 @@ def _corpus(extra_text=()) -> list[str]:
               "0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 100 1000", "\n".join(_WORDS[40:80])]
     return (lines + list(extra_text)) * 4
 
+# %% ../nbs/03_tokenizer.ipynb #39b7f982
 def build_tiny_tokenizer(vocab_size: int = 1024, extra_text=()) -> PreTrainedTokenizerFast:
     "A deterministic byte-level BPE tokenizer with Qwen2.5's special tokens and chat template, trained offline."
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -60,6 +62,7 @@ def build_tiny_tokenizer(vocab_size: int = 1024, extra_text=()) -> PreTrainedTok
 # %% ../nbs/03_tokenizer.ipynb #6329183f
 TOKENIZER_FILES = ('tokenizer.json', 'tokenizer_config.json')
 
+# %% ../nbs/03_tokenizer.ipynb #aab26265
 def tokenizer_problems(path) -> list[str]:
     "What a tokenizer folder lacks or has damaged, as `'<file>: missing…'` / `'<file>: damaged…'`; [] when complete."
     path, out = Path(path), []
@@ -72,6 +75,7 @@ def tokenizer_problems(path) -> list[str]:
     if not (path/'tokenizer_config.json').is_file(): out.append("tokenizer_config.json: missing")
     return out
 
+# %% ../nbs/03_tokenizer.ipynb #f7b17619
 def load_tokenizer(path) -> PreTrainedTokenizerFast:
     "Load a saved tokenizer directory (ours or a real Qwen2.5 one), naming the file or path when it cannot."
     path = Path(path)

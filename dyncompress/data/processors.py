@@ -20,6 +20,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
+# %% ../../nbs/11_processors.ipynb #51fdf148
 def _as_frames(frames) -> np.ndarray:
     "A `(T, H, W, 3)` uint8 array from an array, a list of arrays or a list of PIL images."
     if isinstance(frames, Image.Image): frames = [frames]
@@ -30,6 +31,7 @@ def _as_frames(frames) -> np.ndarray:
     if frames.dtype != np.uint8: raise ValueError(f"expected uint8 frames, got {frames.dtype}")
     return frames
 
+# %% ../../nbs/11_processors.ipynb #682704e3
 def _normalize(x: torch.Tensor, mean, std) -> torch.Tensor:
     "`x` (T, 3, H, W) in [0, 255] → `(x/255 - mean) / std`."
     m = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
@@ -62,6 +64,7 @@ def expand2square(img: Image.Image, background=tuple(int(x * 255) for x in CLIP_
     out.paste(img, ((side - w) // 2, (side - h) // 2))
     return out
 
+# %% ../../nbs/11_processors.ipynb #f3607e3d
 def clip_resize_crop(img: Image.Image, size: int) -> np.ndarray:
     "Shortest side → `size` (bicubic), centre crop `size`×`size`; uint8 `(size, size, 3)`."
     w, h = img.size
@@ -73,6 +76,7 @@ def clip_resize_crop(img: Image.Image, size: int) -> np.ndarray:
     top, left = (nh - size) // 2, (nw - size) // 2
     return a[top:top + size, left:left + size]
 
+# %% ../../nbs/11_processors.ipynb #e4ef33ab
 class ContextProcessor:
     "uint8 frames `(T, H, W, 3)` (or PIL images) → float32 `(T, 3, image_size, image_size)` with CLIP's pipeline."
     def __init__(self, geom: Geometry | None = None, size: int | None = None, pad_to_square: bool = False,
@@ -92,6 +96,7 @@ class ContextProcessor:
 
     def __repr__(self): return f"ContextProcessor(size={self.size}, pad_to_square={self.pad_to_square})"
 
+# %% ../../nbs/11_processors.ipynb #84f6a522
 def processors_for(geom: Geometry | None = None, pad_images: bool = False):
     "`(VideoProcessor, ContextProcessor, image ContextProcessor)` for `geom`; `pad_images` pads still images to square."
     geom = geom or Geometry()

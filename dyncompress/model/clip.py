@@ -17,11 +17,13 @@ __all__ = ['CLIP_L14_336', 'clip_l14_336_config', 'clip_config_from_geometry', '
 # %% ../../nbs/21_clip.ipynb #5926e7ff
 CLIP_L14_336 = 'openai/clip-vit-large-patch14-336'
 
+# %% ../../nbs/21_clip.ipynb #c29cb0cd
 def clip_l14_336_config() -> CLIPVisionConfig:
     "Vision config of CLIP ViT-L/14 at 336 px (hidden 1024, 24 layers, 16 heads, quick_gelu)."
     return CLIPVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
                             image_size=336, patch_size=14, projection_dim=768, hidden_act='quick_gelu', layer_norm_eps=1e-5)
 
+# %% ../../nbs/21_clip.ipynb #2ed216f4
 def clip_config_from_geometry(geom: Geometry, num_layers: int = 2, num_heads: int = 4, mlp_ratio: int = 2) -> CLIPVisionConfig:
     "A small CLIP vision config whose grid, patch size and width match `geom` (for tiny presets and tests)."
     return CLIPVisionConfig(hidden_size=geom.image_dim, intermediate_size=mlp_ratio * geom.image_dim, num_hidden_layers=num_layers,

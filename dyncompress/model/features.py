@@ -23,16 +23,19 @@ __all__ = ['file_signature', 'tower_fingerprint', 'Clip', 'training_clip', 'item
 # %% ../../nbs/24_features.ipynb #eed78f5a
 _VOLATILE = ('transformers_version', '_name_or_path', 'architectures', 'dtype', 'torch_dtype')
 
+# %% ../../nbs/24_features.ipynb #f03a5ac8
 def _unwrap(model):
     "The video LLM inside a PEFT wrapper (or the model itself)."
     return model.get_base_model() if hasattr(model, 'get_base_model') else model
 
+# %% ../../nbs/24_features.ipynb #22665331
 def file_signature(path) -> list:
     "Resolved path, size and `mtime_ns` of a file, or of every file in a directory (a frame folder, a CLIP dir)."
     p = Path(path).resolve()
     files = sorted(f for f in p.rglob('*') if f.is_file()) if p.is_dir() else [p]
     return [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
 
+# %% ../../nbs/24_features.ipynb #a6f70ac6
 def tower_fingerprint(model) -> str:
     "16 hex digits over both towers: configs, dtypes and weights (a tower loaded from a file: its path, size, mtime)."
     m, h = _unwrap(model), hashlib.sha1()
@@ -58,12 +61,14 @@ class Clip:
     indices: tuple
     context_indices: tuple
 
+# %% ../../nbs/24_features.ipynb #6adcb798
 def training_clip(path, geom: Geometry, backend: str | None = None) -> Clip:
     "The clip training reads from `path` (`load_clip`'s sampling: 1 fps / linspace, context frames uniform over those)."
     src = open_video(path, backend)
     idx = sample_frame_indices(src.num_frames, src.fps, geom.num_frames)
     return Clip(str(path), tuple(idx), tuple(uniform_sample(idx, geom.num_context_images)))
 
+# %% ../../nbs/24_features.ipynb #c0994083
 def item_clip(item, geom: Geometry, protocol: str = 'seed', backend: str | None = None) -> Clip:
     "The clip an MVBench item is answered from under `protocol` (`load_item_frames`'s sampling)."
     from dyncompress.data.mvbench import item_frame_indices, FRAME_FOLDER_FPS
@@ -71,6 +76,7 @@ def item_clip(item, geom: Geometry, protocol: str = 'seed', backend: str | None 
     idx = item_frame_indices(item, geom.num_frames, protocol, src)
     return Clip(str(item.video), tuple(idx), tuple(uniform_sample(idx, geom.num_context_images)))
 
+# %% ../../nbs/24_features.ipynb #3bc54fb8
 def read_clip(clip: Clip, backend: str | None = None):
     "`(video_frames, context_frames)` uint8 `(T, H, W, 3)` of `clip` (each frame decoded once)."
     src = open_video(clip.path, backend)

@@ -61,8 +61,10 @@ class InternVideo2Config:
         return cls(**{**dict(img_size=geom.video_size, patch_size=geom.video_patch, embed_dim=geom.video_dim,
                              num_frames=geom.chunk_size), **kw})
 
+# %% ../../nbs/20_internvideo2.ipynb #24e1fb23
 INTERNVIDEO2_1B = InternVideo2Config()
 
+# %% ../../nbs/20_internvideo2.ipynb #d85a8cd3
 def tiny_internvideo2_config(geom: Geometry) -> InternVideo2Config:
     "A tiny tower for `geom` (3 blocks in the checkpoint, 2 run; 4 heads)."
     return InternVideo2Config.from_geometry(geom, depth=3, num_heads=4)
@@ -80,6 +82,7 @@ class RMSNorm(nn.Module):
         x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
         return self.weight * x.to(dt)
 
+# %% ../../nbs/20_internvideo2.ipynb #26a4e301
 class LayerScale(nn.Module):
     "Per-channel scale `gamma`, multiplied in fp32 and cast back."
     def __init__(self, dim: int, init_values: float = 1e-5):
@@ -94,6 +97,7 @@ try:
     from flash_attn import flash_attn_func as _flash_attn_func
 except Exception: _flash_attn_func = None
 
+# %% ../../nbs/20_internvideo2.ipynb #14dc5a0d
 class Attention(nn.Module):
     "Multi-head self-attention with q/k RMSNorm over all heads together; SDPA (flash-attn when available)."
     def __init__(self, dim: int, num_heads: int, eps: float = 1e-6):
@@ -115,6 +119,7 @@ class Attention(nn.Module):
             o = rearrange(F.scaled_dot_product_attention(q, k, v), 'b h n d -> b n (h d)')   # (B, N, C)
         return self.proj(o)
 
+# %% ../../nbs/20_internvideo2.ipynb #ec7a517f
 class Mlp(nn.Module):
     "`fc1` → exact GELU → `fc2`."
     def __init__(self, dim: int, hidden: int):
@@ -122,6 +127,7 @@ class Mlp(nn.Module):
         self.fc1, self.act, self.fc2 = nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim)
     def forward(self, x): return self.fc2(self.act(self.fc1(x)))
 
+# %% ../../nbs/20_internvideo2.ipynb #7965994b
 class Block(nn.Module):
     "Pre-norm transformer block with LayerScale: `x + ls1(attn(norm1(x)))`, then `x + ls2(mlp(norm2(x)))`."
     def __init__(self, cfg: InternVideo2Config):
@@ -146,6 +152,7 @@ class PatchEmbed(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return rearrange(self.proj(x), 'b d t h w -> b t (h w) d')             # (B, T, g*g, D)
 
+# %% ../../nbs/20_internvideo2.ipynb #3df5668e
 class InternVideo2(nn.Module):
     "InternVideo2 vision encoder: `(B, T, 3, H, W)` frames → `(B, 1 + T*g*g, D)` residual stream after block `depth + return_index`."
     def __init__(self, cfg: InternVideo2Config):
@@ -183,6 +190,7 @@ class InternVideo2(nn.Module):
 # %% ../../nbs/20_internvideo2.ipynb #d2813f47
 UNUSED_VISION_KEYS = ('clip_projector.', 'clip_decoder.', 'final_clip_decoder.', 'clip_pos_embed', 'clip_img_pos_embed')
 
+# %% ../../nbs/20_internvideo2.ipynb #2793aae9
 def read_checkpoint(path, trust_pickle: bool = False) -> dict:
     "Load a `.pt`/`.bin` checkpoint with `weights_only=True` (or, if `trust_pickle`, fall back to full unpickling)."
     path = Path(path)
@@ -195,6 +203,7 @@ def read_checkpoint(path, trust_pickle: bool = False) -> dict:
         warnings.warn(f"{path}: loading with weights_only=False (trust_pickle=True)")
         return torch.load(path, map_location='cpu', weights_only=False)
 
+# %% ../../nbs/20_internvideo2.ipynb #1c180e26
 def vision_encoder_state(ckpt: dict, prefix: str = 'vision_encoder.') -> dict[str, torch.Tensor]:
     "The `vision_encoder.*` tensors of a checkpoint dict (`module` / `model` / raw), prefix stripped."
     sd = ckpt
@@ -205,10 +214,12 @@ def vision_encoder_state(ckpt: dict, prefix: str = 'vision_encoder.') -> dict[st
     if not out: raise ValueError(f"no '{prefix}*' keys in the checkpoint (first keys: {list(sd)[:5]})")
     return out
 
+# %% ../../nbs/20_internvideo2.ipynb #1ed77730
 def _is_unused(key: str, cfg: InternVideo2Config) -> bool:
     m = re.match(r'blocks\.(\d+)\.', key)
     return key.startswith(UNUSED_VISION_KEYS) or (m is not None and int(m.group(1)) >= cfg.blocks_used)
 
+# %% ../../nbs/20_internvideo2.ipynb #1084bef4
 def load_internvideo2(encoder: InternVideo2, source, trust_pickle: bool = False) -> InternVideo2:
     "Load the official checkpoint (path or dict) into `encoder`, failing on missing or mis-shaped used keys."
     what = str(source) if not isinstance(source, dict) else 'checkpoint dict'
@@ -252,6 +263,7 @@ class FrozenTower(nn.Module):
     def train(self, mode: bool = True):
         return super().train(False)
 
+# %% ../../nbs/20_internvideo2.ipynb #31643e27
 class VideoTower(FrozenTower):
     "Frozen InternVideo2 tower: `(N, F, 3, S, S)` frames → `(N, F, g*g, D)` tokens (CLS dropped)."
     def __init__(self, cfg: InternVideo2Config, path: str | None = None, max_chunks: int = 32):

@@ -36,6 +36,7 @@ class Preset:
     projectors: str | None = None          # repo with the published projector files
     projector_files: tuple = ('mm_projector.bin', 'image_mm_projector.bin')
 
+# %% ../../nbs/23_loading.ipynb #61d2672d
 _IV2, _CLIP = 'OpenGVLab/InternVideo2-Stage2_1B-224p-f4', 'openai/clip-vit-large-patch14-336'
 PRESETS = {
     'tiny': Preset('tiny', get_geometry('tiny')),
@@ -45,6 +46,7 @@ PRESETS = {
                          projectors='Wangxc1000/qwen2.5_3B_projectors'),
 }
 
+# %% ../../nbs/23_loading.ipynb #11cee0e7
 def weights_root() -> Path:
     "Folder holding local copies of the published weights: `$DYNCOMPRESS_WEIGHTS` or `./checkpoints`."
     return Path(os.environ.get('DYNCOMPRESS_WEIGHTS', 'checkpoints'))
@@ -53,6 +55,7 @@ def weights_root() -> Path:
 LLM_WEIGHTS, CLIP_WEIGHTS = 'safetensors', 'safetensors or bin'   # the two ways a part may hold its weights
 _INDEX = 'model.safetensors.index.json'
 
+# %% ../../nbs/23_loading.ipynb #591bf990
 def safetensors_problem(path) -> str | None:
     "None if `path` is a readable safetensors file (header and size checked, no tensor read), else what is wrong."
     from safetensors import safe_open
@@ -61,6 +64,7 @@ def safetensors_problem(path) -> str | None:
     except Exception as e: return f"damaged: not a complete safetensors file ({str(e).splitlines()[0][:120]})"
     return None
 
+# %% ../../nbs/23_loading.ipynb #60588f6c
 @dataclass(frozen=True)
 class WeightPart:
     "One part of a real preset: its repository, the files it needs, how it holds its weights, and an explicit folder if given."
@@ -102,6 +106,7 @@ class WeightPart:
         else: args = ' '.join(pats)
         return f"hf download {self.repo_id} {args} --local-dir {local_dir}"
 
+# %% ../../nbs/23_loading.ipynb #19b0215c
 def preset_parts(preset: Preset, llm_path=None, clip_path=None, video_tower_path=None, projector_path=None,
                  with_projectors: bool = True) -> list[WeightPart]:
     "The parts of a real preset (projectors only `with_projectors`), each with its explicit folder if given."
@@ -123,6 +128,7 @@ def _hf_cached(part: WeightPart, download: bool) -> tuple[Path | None, str | Non
         except Exception as e: err = f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
     return None, err
 
+# %% ../../nbs/23_loading.ipynb #f0e0774b
 def resolve_weights(parts: list[WeightPart], root=None, download: bool = True) -> list[Path]:
     "The folder of each part (in order); one FileNotFoundError listing every missing or damaged file otherwise."
     root = Path(root) if root is not None else weights_root()
@@ -165,6 +171,7 @@ def load_projectors(model: VideoQwen2ForCausalLM, *sources) -> VideoQwen2ForCaus
             done.add(targets[w][0])
     return model
 
+# %% ../../nbs/23_loading.ipynb #be98b6b4
 @contextlib.contextmanager
 def _quiet_transformers():
     old, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
@@ -174,11 +181,13 @@ def _quiet_transformers():
         hf_logging.set_verbosity(old)
         if bars: hf_logging.enable_progress_bar()
 
+# %% ../../nbs/23_loading.ipynb #f0dc196a
 def _tokenizer_ids(config, tok):
     config.eos_token_id = tok.convert_tokens_to_ids(EOS_TOKEN)
     config.pad_token_id = tok.pad_token_id
     config.bos_token_id = None
 
+# %% ../../nbs/23_loading.ipynb #fdebd924
 def build_tiny(seed: int = 0, geom: Geometry | None = None, **config_kw):
     "The tiny preset: random weights from `seed` (deterministic) and the offline tiny tokenizer → (model, tokenizer)."
     tok = build_tiny_tokenizer()
@@ -196,18 +205,21 @@ FINETUNE_FOLDER = ("a LoRA finetune folder (config.json, adapter_config.json, ad
 SAVED_FOLDER = "a model folder written by save_pretrained (config.json, model.safetensors, tokenizer.json + tokenizer_config.json)"
 _SAVED = WeightPart('our saved model', '', ('config.json',), LLM_WEIGHTS)
 
+# %% ../../nbs/23_loading.ipynb #c49e0c58
 def folder_error(d, problems: list[str], what: str) -> Exception:
     "One error for all of a folder's problems, each starting with the file's path: FileNotFoundError if one is missing, else ValueError."
     d = Path(d)
     msg = '; '.join(str(d/p) for p in problems) + f" — {d} is {what}"
     return (FileNotFoundError if any(p.split(': ', 1)[1].startswith('missing') for p in problems) else ValueError)(msg)
 
+# %% ../../nbs/23_loading.ipynb #c713689c
 def _json_problem(p: Path) -> str | None:
     if not p.is_file(): return 'missing'
     try: json.loads(p.read_text())
     except Exception as e: return f"damaged: not valid JSON ({type(e).__name__})"
     return None
 
+# %% ../../nbs/23_loading.ipynb #cc08d5e2
 def is_finetune_dir(d) -> bool:
     "Whether `d` is meant to be a LoRA finetune: any adapter file or `non_lora_trainables.bin`, or `train_config.json` of stage finetune."
     d = Path(d)
@@ -215,6 +227,7 @@ def is_finetune_dir(d) -> bool:
     try: return (d/'train_config.json').is_file() and json.loads((d/'train_config.json').read_text()).get('stage') == 'finetune'
     except ValueError: return False
 
+# %% ../../nbs/23_loading.ipynb #a7aac360
 def finetune_problems(d) -> list[str]:
     "What a LoRA finetune folder lacks or has damaged, as `'<file>: missing…'` / `'<file>: damaged…'`; [] when complete."
     d, out = Path(d), []
@@ -228,6 +241,7 @@ def finetune_problems(d) -> list[str]:
         out += tokenizer_problems(d)
     return out
 
+# %% ../../nbs/23_loading.ipynb #1376bb91
 def saved_model_problems(d) -> list[str]:
     "What a `save_pretrained` folder lacks or has damaged (config.json, safetensors weights, tokenizer files)."
     return _SAVED.problems(d) + tokenizer_problems(d)
@@ -244,6 +258,7 @@ def save_pretrained(model: VideoQwen2ForCausalLM, tokenizer, out_dir, include_to
     if tokenizer is not None: tokenizer.save_pretrained(out_dir)
     return out_dir
 
+# %% ../../nbs/23_loading.ipynb #9869a1b1
 def _load_towers(model, cfg, missing, where):
     "Load towers whose weights were not in the checkpoint from their recorded paths; fail on anything else missing."
     for prefix, tower, path in (('video_tower.', model.video_tower, cfg.video_tower_path), ('image_tower.', model.image_tower, cfg.image_tower_path)):
@@ -254,6 +269,7 @@ def _load_towers(model, cfg, missing, where):
     missing = [k for k in missing if k != 'lm_head.weight' or not cfg.tie_word_embeddings]
     if missing: raise ValueError(f"{where}: missing weights {sorted(missing)}")
 
+# %% ../../nbs/23_loading.ipynb #69f9fe83
 def load_pretrained(path, dtype=None, **config_kw) -> tuple:
     "Load a directory written by `save_pretrained` → (model, tokenizer)."
     path = Path(path)
@@ -269,6 +285,7 @@ def load_pretrained(path, dtype=None, **config_kw) -> tuple:
 # %% ../../nbs/23_loading.ipynb #cbd97ea3
 _DROP = ('model_type', 'architectures', 'transformers_version', 'auto_map', '_name_or_path', 'torch_dtype', 'dtype')
 
+# %% ../../nbs/23_loading.ipynb #fc759770
 def load_published(preset: Preset, dtype=None, root=None, download: bool = True, llm_path=None, clip_path=None,
                    video_tower_path=None, projector_path=None, with_projectors: bool = True, **config_kw) -> tuple:
     "Assemble a real preset from local or downloaded weights → (model, tokenizer). Towers load after the LLM."
@@ -297,6 +314,7 @@ def lora_target_regex(target_modules) -> str:
     names = '|'.join(re.escape(t) for t in sorted(target_modules))
     return rf"^(?!video_tower\.|image_tower\.)(?:.*\.)?(?:{names})$"
 
+# %% ../../nbs/23_loading.ipynb #4fa57907
 def load_reference_finetune(finetune_dir, model_base='qwen2.5-1.5b', pool_level: int | None = None, device='cpu',
                             dtype=None, **base_kw) -> tuple:
     "Load a seed-format LoRA finetune (adapter + `non_lora_trainables.bin` + config.json) on `model_base`, LoRA merged → (model, tokenizer)."
@@ -340,11 +358,13 @@ def load_reference_finetune(finetune_dir, model_base='qwen2.5-1.5b', pool_level:
 _DTYPES = {'fp32': torch.float32, 'float32': torch.float32, 'bf16': torch.bfloat16, 'bfloat16': torch.bfloat16,
            'fp16': torch.float16, 'float16': torch.float16}
 
+# %% ../../nbs/23_loading.ipynb #1efe151f
 def _dtype(dtype):
     if dtype is None or isinstance(dtype, torch.dtype): return dtype
     if dtype not in _DTYPES: raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(_DTYPES)}")
     return _DTYPES[dtype]
 
+# %% ../../nbs/23_loading.ipynb #b8fb7606
 def _place(model, device, dtype, tower_dtype=None):
     model = model.to(device=device, dtype=_dtype(dtype)) if dtype is not None else model.to(device)
     if tower_dtype is not None:                                     # e.g. fp32 towers under a bf16 LLM (the seed's eval)
@@ -352,6 +372,7 @@ def _place(model, device, dtype, tower_dtype=None):
     model.video_tower.freeze(); model.image_tower.freeze()
     return model.eval()
 
+# %% ../../nbs/23_loading.ipynb #de3205cf
 def load_model(preset_or_dir='tiny', pool_level: int | None = None, device='cpu', dtype=None, seed: int = 0,
                model_base=None, projectors=None, tower_dtype=None, **kw) -> tuple:
     "A preset name (`PRESETS`), one of our directories, or a reference finetune dir (with `model_base`) → (model, tokenizer), in eval mode."

@@ -60,10 +60,12 @@ class VideoQwen2Config(Qwen2Config):
 
 AutoConfig.register('videoqwen2', VideoQwen2Config)
 
+# %% ../../nbs/22_videollm.ipynb #770ee6df
 # A random-init hidden-64 LLM with the usual 0.02 init and tied embeddings caps its logits near ±1.3, so a
 # finetune cannot become confident; 0.2 gives embeddings of norm ~1.6 and lets the tiny model learn.
 TINY_INIT_RANGE = 0.2
 
+# %% ../../nbs/22_videollm.ipynb #0b1c4ff7
 def tiny_videoqwen2_config(vocab_size: int, geom: Geometry | None = None, eos_token_id: int | None = None,
                            pad_token_id: int | None = None, **kw) -> VideoQwen2Config:
     "A tiny VideoQwen2 config on `geom` (default: the tiny geometry): 2 LLM layers, 2-block towers."
@@ -95,6 +97,7 @@ class VisualFeatures:
         if isinstance(idx, int): idx = [idx]
         return VisualFeatures(self.video[idx], self.context[idx])
 
+# %% ../../nbs/22_videollm.ipynb #9bd9f035
 @dataclass
 class MultimodalInputs:
     "LLM inputs after splicing: embeddings, mask, labels, positions, and where the visual embeddings went."
@@ -116,6 +119,7 @@ def _runs(mask: torch.Tensor) -> list[tuple[int, int]]:
         else: runs.append([i, i + 1])
     return [tuple(r) for r in runs]
 
+# %% ../../nbs/22_videollm.ipynb #b7582609
 class VideoQwen2ForCausalLM(Qwen2ForCausalLM):
     "Qwen2 causal LM with VideoGPT+'s dual towers and projectors; the pool level is chosen per call."
     config_class = VideoQwen2Config
@@ -161,6 +165,7 @@ def encode(self: VideoQwen2ForCausalLM, videos: torch.Tensor, context_images: to
     context = self.image_tower(context_images.flatten(0, 1)).unflatten(0, context_images.shape[:2])  # (Nv, C, Gi*Gi, Di)
     return VisualFeatures(video, context)
 
+# %% ../../nbs/22_videollm.ipynb #ed7b1b61
 @patch
 def visual_embeds(self: VideoQwen2ForCausalLM, features: VisualFeatures, pool_level: int | None = None) -> torch.Tensor:
     "Project then pool each frame at `pool_level`; context tokens first, then video tokens: (Nv, visual_token_count, H)."
@@ -172,6 +177,7 @@ def visual_embeds(self: VideoQwen2ForCausalLM, features: VisualFeatures, pool_le
     v = project_and_pool(self.mm_projector, vid, b, grid=g.video_grid)                   # (Nv*F, sv*sv, H)
     return torch.cat([c.reshape(nv, -1, c.shape[-1]), v.reshape(nv, -1, v.shape[-1])], dim=1)  # (Nv, C*sc² + F*sv², H)
 
+# %% ../../nbs/22_videollm.ipynb #e94c7f75
 @patch
 def image_route(self: VideoQwen2ForCausalLM, images: torch.Tensor) -> str:
     "Which tower a still image goes through, from its side: `'clip'` (image_size) or `'video'` (video_size)."
@@ -182,6 +188,7 @@ def image_route(self: VideoQwen2ForCausalLM, images: torch.Tensor) -> str:
     if side == g.video_size: return 'video'
     raise ValueError(f"images of side {side}: expected {g.image_size} (CLIP tower) or {g.video_size} (video tower)")
 
+# %% ../../nbs/22_videollm.ipynb #bb7a2fd8
 @patch
 @torch.no_grad()
 def encode_images(self: VideoQwen2ForCausalLM, images: torch.Tensor, tower: str | None = None) -> torch.Tensor:
@@ -191,6 +198,7 @@ def encode_images(self: VideoQwen2ForCausalLM, images: torch.Tensor, tower: str 
     if tower == 'clip': return self.image_tower(images)
     raise ValueError(f"tower must be 'clip' or 'video', got {tower!r}")
 
+# %% ../../nbs/22_videollm.ipynb #fabefadd
 @patch
 def image_embeds(self: VideoQwen2ForCausalLM, image_features: torch.Tensor, tower: str = 'clip') -> torch.Tensor:
     "Tower tokens of still images → (Ni, tokens, H) through that tower's projector, no pooling (the seed's pretraining)."
