@@ -69,6 +69,7 @@ GEOMETRIES = {
                      image_grid=24, image_patch=4, image_dim=40, llm_hidden=64),
 }
 
+# %% ../nbs/00_config.ipynb #d4e2744e
 def get_geometry(name: str) -> Geometry:
     "The named geometry, or a `ValueError` listing the known names."
     if name not in GEOMETRIES: raise ValueError(f"Unknown geometry {name!r}; known: {sorted(GEOMETRIES)}")
@@ -83,6 +84,7 @@ def save_json(obj, path) -> Path:
     tmp.replace(path)
     return path
 
+# %% ../nbs/00_config.ipynb #7a8d6eaf
 def load_json(path):
     "Read JSON, naming the file when it is missing or malformed."
     path = Path(path)
