@@ -4,15 +4,16 @@
 
 # %% ../../nbs/10_video.ipynb #034f0d7f
 from __future__ import annotations
-import os
+import os, sys
+from contextlib import contextmanager
 from pathlib import Path
 import numpy as np
 from ..cli import UserError
 
 # %% auto #0
-__all__ = ['IMAGE_EXTS', 'BACKEND_ENV', 'VIDEO_BACKENDS', 'VideoError', 'check_backend', 'default_backend', 'DecordVideo',
-           'PyAVVideo', 'FrameFolder', 'open_video', 'read_image', 'write_video', 'frame_bounds', 'fill_to',
-           'sample_frame_indices', 'uniform_sample', 'load_clip']
+__all__ = ['IMAGE_EXTS', 'BACKEND_ENV', 'VIDEO_BACKENDS', 'VideoError', 'check_backend', 'default_backend',
+           'native_stderr_silenced', 'DecordVideo', 'PyAVVideo', 'FrameFolder', 'open_video', 'read_image',
+           'write_video', 'frame_bounds', 'fill_to', 'sample_frame_indices', 'uniform_sample', 'load_clip']
 
 # %% ../../nbs/10_video.ipynb #09209d93
 class VideoError(UserError):
@@ -42,6 +43,19 @@ def default_backend() -> str:
     return 'decord' if _has_decord() else 'pyav'
 
 # %% ../../nbs/10_video.ipynb #1e9ec57b
+@contextmanager
+def native_stderr_silenced():
+    "Discard what native code writes to file descriptor 2 (stderr) inside the block; restored afterwards."
+    sys.stderr.flush()
+    try: saved = os.dup(2)
+    except OSError: yield; return                                  # no stderr to silence
+    try:
+        with open(os.devnull, 'wb') as null: os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2); os.close(saved)
+
+# %% ../../nbs/10_video.ipynb #a506ab40
 def _check_indices(src, indices) -> list[int]:
     idx = [int(i) for i in indices]
     bad = [i for i in idx if i < 0 or i >= src.num_frames]
@@ -53,7 +67,8 @@ class DecordVideo:
     def __init__(self, path):
         import decord
         self.path = Path(path)
-        try: self._vr = decord.VideoReader(str(path), num_threads=1)
+        try:
+            with native_stderr_silenced(): self._vr = decord.VideoReader(str(path), num_threads=1)
         except Exception as e: raise _open_failure(self.path, e) from None
         self.num_frames, self.fps = len(self._vr), float(self._vr.get_avg_fps())
 
