@@ -10,7 +10,7 @@ from pathlib import Path
 from .cli import UserError, command
 
 # %% auto #0
-__all__ = ['README_HEADER', 'render_readme', 'dc_readme', 'library_notebooks', 'dc_check']
+__all__ = ['README_HEADER', 'render_readme', 'dc_readme', 'library_notebooks', 'notebooks_without_outputs', 'dc_check']
 
 # %% ../nbs/99_devtools.ipynb #52eaa6ab
 README_HEADER = "<!-- generated from nbs/index.ipynb by `dc_readme`; edit the notebook, not this file -->\n\n"
@@ -55,6 +55,13 @@ def library_notebooks(nbs: Path) -> list[Path]:
     return sorted(p for p in nbs.rglob('*.ipynb') if not p.name.startswith(('_', '.')) and '.ipynb_checkpoints' not in p.parts
                   and (re.match(r'\d', p.name) or p.name == 'index.ipynb'))
 
+# %% ../nbs/99_devtools.ipynb #8b2042e4
+def notebooks_without_outputs(nbs: Path) -> list[Path]:
+    "Numbered notebooks under `nbs` in which no code cell has a saved output."
+    import nbformat
+    def shows(p): return any(c.cell_type == 'code' and c.get('outputs') for c in nbformat.read(str(p), as_version=4).cells)
+    return [p for p in library_notebooks(nbs) if re.match(r'\d', p.name) and not shows(p)]
+
 # %% ../nbs/99_devtools.ipynb #9c99a01e
 def _git_status(root) -> str:
     return subprocess.run(['git', 'status', '--porcelain'], cwd=root, capture_output=True, text=True).stdout
@@ -78,6 +85,7 @@ def dc_check(
     allow_dirty: bool = False,  # run even if the checkout has uncommitted changes (for local work)
     flags: str = '',            # extra test flags to run (e.g. "slow")
     n_workers: int = 0,         # notebook-test workers (0: the number of CPUs, at most 4)
+    require_outputs: bool = False,  # fail when a numbered notebook has no saved code-cell output
 ):
     "What `make test` runs: sync checks, notebook tests, pytest; ends with `N passed, N failed`."
     from nbdev.test import test_nb
@@ -98,6 +106,11 @@ def dc_check(
         if not ok: print(subprocess.run(['git', 'diff', '--stat'], cwd=root, capture_output=True, text=True).stdout)
     try: dc_readme.__wrapped__(check=True); step('README.md in sync with nbs/index.ipynb', True)
     except SystemExit as e: print(e); step('README.md in sync with nbs/index.ipynb', False)
+
+    if require_outputs:
+        blank = notebooks_without_outputs(root/'nbs')
+        step('every numbered notebook shows an output', not blank)
+        if blank: print('no saved outputs:', ', '.join(p.name for p in blank))
 
     cfg = get_config()
     nbs = library_notebooks(root/'nbs')

@@ -354,5 +354,4 @@ def dc_train_benchmark(
     if out: save_json(rows, out)
 
 # %% ../nbs/31_launch.ipynb #701075d4
-#| eval: false
-if __name__ == '__main__': sys.exit(dc_train())
+if __name__ == '__main__' and __package__: sys.exit(dc_train())
