@@ -15,11 +15,11 @@ from .pooling import check_pool_level, parse_pool_levels
 from .cli import UserError
 
 # %% auto #0
-__all__ = ['LEVEL_MODES', 'PRESET_OVERRIDES', 'ZERO2', 'ZERO3', 'DEEPSPEED_CONFIGS', 'PROJECTORS', 'TOWERS', 'LORA_TARGETS',
-           'NON_LORA_NAME', 'TrainConfig', 'PretrainConfig', 'FinetuneConfig', 'deepspeed_config', 'launched',
-           'device_kwargs', 'VideoTrainingArguments', 'training_arguments', 'find_modules', 'freeze_towers',
-           'count_trainable', 'setup_pretrain', 'lora_target_regex', 'setup_finetune', 'param_groups', 'pool_level_at',
-           'non_lora_state', 'VideoTrainer', 'load_non_lora', 'all_levels_loss']
+__all__ = ['LEVEL_MODES', 'PRESET_OVERRIDES', 'ZERO2', 'ZERO3', 'DEEPSPEED_CONFIGS', 'PROJECTORS', 'TOWERS', 'NON_LORA_NAME',
+           'TrainConfig', 'PretrainConfig', 'FinetuneConfig', 'deepspeed_config', 'launched', 'device_kwargs',
+           'VideoTrainingArguments', 'training_arguments', 'find_modules', 'freeze_towers', 'count_trainable',
+           'setup_pretrain', 'lora_layers_regex', 'setup_finetune', 'param_groups', 'pool_level_at', 'non_lora_state',
+           'VideoTrainer', 'load_non_lora', 'all_levels_loss']
 
 # %% ../nbs/30_training.ipynb #745b17e0
 @dataclass
@@ -227,18 +227,17 @@ def setup_pretrain(model: nn.Module, tune: str = 'mm_projector') -> nn.Module:
     return freeze_towers(model)
 
 # %% ../nbs/30_training.ipynb #db40e383
-LORA_TARGETS = ('q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj')
-
-def lora_target_regex(prefix: str = 'model.layers') -> str:
+def lora_layers_regex(prefix: str = 'model.layers') -> str:
     "A PEFT `target_modules` regex matching the LLM decoder layers' linear projections only."
     return rf"^{re.escape(prefix)}\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)$"
 
+# %% ../nbs/30_training.ipynb #a81bbd2b
 def setup_finetune(model: nn.Module, r: int = 128, alpha: int = 256, dropout: float = 0.05,
                    train_projectors: bool = True, train_embeddings: bool = False, seed: int | None = None):
     "Wrap `model` in a PEFT LoRA model on the LLM's linear layers; projectors (and optionally embeddings) trainable; towers frozen."
     from peft import LoraConfig, get_peft_model
     cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, bias='none', task_type='CAUSAL_LM',
-                     target_modules=lora_target_regex())
+                     target_modules=lora_layers_regex())
     devs = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
     with torch.random.fork_rng(devices=devs, enabled=seed is not None):   # LoRA A is drawn from the global RNG
         if seed is not None: torch.manual_seed(seed)

@@ -8,18 +8,20 @@ from dataclasses import dataclass, field
 import hashlib, math
 import numpy as np
 import pandas as pd
-from ..config import Geometry, GEOMETRIES
+from ..config import Geometry, GEOMETRIES, POOL_LEVELS
 from ..pooling import visual_token_count, check_pool_level
 from .tokenaware import match_runs, Matched
+from ..model.internvideo2 import InternVideo2Config, INTERNVIDEO2_1B
+from ..model.clip import clip_l14_336_config
 
 # %% auto #0
-__all__ = ['INTERNVIDEO2_1B', 'CLIP_L14_336', 'LLM_DIMS', 'TEXT_TOKENS', 'PRESET_COSTS', 'TowerDims', 'LLMDims', 'vit_flops',
-           'llm_prefill_flops', 'projector_flops', 'flops_per_question', 'flops_table', 'towers_dominate_from',
-           'LevelCosts', 'level_costs', 'matched_levels', 'fixed_levels', 'oracle_levels', 'oracle', 'cascade_chain',
-           'chain_text', 'cascade_stops', 'cascade', 'cascade_curve', 'compare_policies', 'calibration_split',
-           'matched_subset', 'candidate_chains', 'choose_threshold', 'CalibratedCascade', 'paired_bootstrap',
-           'calibrated_cascade', 'preset_level_costs', 'flops_text', 'towers_vs_llm_text', 'cascade_live',
-           'costs_from_model_config']
+__all__ = ['INTERNVIDEO2_1B_DIMS', 'CLIP_L14_336_DIMS', 'LLM_DIMS', 'TEXT_TOKENS', 'PRESET_COSTS', 'TowerDims', 'tower_dims',
+           'LLMDims', 'vit_flops', 'llm_prefill_flops', 'projector_flops', 'flops_per_question', 'flops_table',
+           'towers_dominate_from', 'LevelCosts', 'level_costs', 'matched_levels', 'fixed_levels', 'oracle_levels',
+           'oracle', 'cascade_chain', 'chain_text', 'cascade_stops', 'cascade', 'cascade_curve', 'compare_policies',
+           'calibration_split', 'matched_subset', 'candidate_chains', 'choose_threshold', 'CalibratedCascade',
+           'paired_bootstrap', 'calibrated_cascade', 'preset_level_costs', 'flops_text', 'towers_vs_llm_text',
+           'cascade_live', 'costs_from_model_config']
 
 # %% ../../nbs/51_dynamic.ipynb #97ac0048
 @dataclass(frozen=True)
@@ -30,6 +32,20 @@ class TowerDims:
     width: int
     mlp: int
 
+# %% ../../nbs/51_dynamic.ipynb #a3041a8b
+def tower_dims(config, select_layer: int = -2) -> TowerDims:
+    "`TowerDims` of an `InternVideo2Config`, or of a CLIP vision config whose hidden state `select_layer` is read."
+    if isinstance(config, InternVideo2Config):
+        return TowerDims(config.depth, config.blocks_used, config.embed_dim, config.mlp_hidden)
+    n = config.num_hidden_layers
+    run = select_layer if select_layer >= 0 else n + 1 + select_layer    # hidden_states[0] is the embeddings
+    return TowerDims(n, run, config.hidden_size, config.intermediate_size)
+
+# %% ../../nbs/51_dynamic.ipynb #544e0632
+INTERNVIDEO2_1B_DIMS = tower_dims(INTERNVIDEO2_1B)
+CLIP_L14_336_DIMS = tower_dims(clip_l14_336_config())
+
+# %% ../../nbs/51_dynamic.ipynb #043a35bf
 @dataclass(frozen=True)
 class LLMDims:
     "A decoder LLM's size (Qwen2-style: GQA attention, gated MLP)."
@@ -41,8 +57,6 @@ class LLMDims:
     intermediate: int
     vocab: int
 
-INTERNVIDEO2_1B = TowerDims(layers=40, layers_run=39, width=1408, mlp=6144)
-CLIP_L14_336 = TowerDims(layers=24, layers_run=23, width=1024, mlp=4096)
 LLM_DIMS = {  # config.json of Qwen/Qwen2.5-1.5B-Instruct and Qwen/Qwen2.5-3B-Instruct (Hugging Face Hub)
     'qwen2.5-1.5b': LLMDims(layers=28, hidden=1536, heads=12, kv_heads=2, head_dim=128, intermediate=8960, vocab=151936),
     'qwen2.5-3b': LLMDims(layers=36, hidden=2048, heads=16, kv_heads=2, head_dim=128, intermediate=11008, vocab=151936),
@@ -73,7 +87,7 @@ def projector_flops(in_dim: int, out_dim: int, tokens: int, kind: str = 'mlp2x_g
 
 # %% ../../nbs/51_dynamic.ipynb #e52397e2
 def flops_per_question(geom: Geometry, llm: LLMDims, pool_level: int, text_tokens: int = TEXT_TOKENS,
-                       video_tower: TowerDims = INTERNVIDEO2_1B, image_tower: TowerDims = CLIP_L14_336,
+                       video_tower: TowerDims = INTERNVIDEO2_1B_DIMS, image_tower: TowerDims = CLIP_L14_336_DIMS,
                        projector: str = 'mlp2x_gelu') -> dict:
     "End-to-end FLOPs of one question at `pool_level`: towers, projectors and LLM prefill, and their total."
     b = check_pool_level(pool_level)
@@ -92,10 +106,10 @@ def flops_per_question(geom: Geometry, llm: LLMDims, pool_level: int, text_token
 
 # %% ../../nbs/51_dynamic.ipynb #b7314273
 PRESET_COSTS = {name: dict(geom=GEOMETRIES['videogpt+'].replace(llm_hidden=d.hidden), llm=d,
-                           video_tower=INTERNVIDEO2_1B, image_tower=CLIP_L14_336)
+                           video_tower=INTERNVIDEO2_1B_DIMS, image_tower=CLIP_L14_336_DIMS)
                 for name, d in LLM_DIMS.items()}
 
-def flops_table(levels=(1, 2, 4, 8, 16), presets=tuple(LLM_DIMS), text_tokens: int = TEXT_TOKENS) -> pd.DataFrame:
+def flops_table(levels=POOL_LEVELS, presets=tuple(LLM_DIMS), text_tokens: int = TEXT_TOKENS) -> pd.DataFrame:
     "FLOPs per question by preset and pool level, with the towers' share of the total."
     rows = [dict(preset=p, **flops_per_question(pool_level=b, text_tokens=text_tokens, **PRESET_COSTS[p]))
             for p in presets for b in levels]
@@ -352,7 +366,7 @@ def towers_vs_llm_text(costs: LevelCosts, name: str) -> str:
             + " as pooling grows")
 
 # %% ../../nbs/51_dynamic.ipynb #a7928cea
-def cascade_live(model, tokenizer, input_ids, attention_mask, features, candidates, tau: float, levels=(1, 2, 4, 8, 16),
+def cascade_live(model, tokenizer, input_ids, attention_mask, features, candidates, tau: float, levels=POOL_LEVELS,
                  answer_idx=None, protocol: str = 'seed', max_new_tokens: int = 8, answer_fn=None) -> list[dict]:
     "Confidence cascade on a loaded model: per question, levels tried coarse → fine until confidence ≥ `tau`."
     import torch
@@ -395,10 +409,7 @@ def costs_from_model_config(cfg) -> dict:
     llm = LLMDims(layers=cfg['num_hidden_layers'], hidden=h, heads=heads, kv_heads=cfg.get('num_key_value_heads') or heads,
                   head_dim=cfg.get('head_dim') or h // heads, intermediate=cfg['intermediate_size'], vocab=cfg['vocab_size'])
     geom = Geometry.from_dict(cfg['geometry']) if cfg.get('geometry') else Geometry(llm_hidden=h)
-    v, i = cfg.get('video_tower') or {}, cfg.get('image_tower') or {}
-    vd = v.get('depth', 40)
-    video = TowerDims(vd, vd + v.get('return_index', -2) + 1, v.get('embed_dim', 1408),
-                      int(v.get('embed_dim', 1408) * v.get('mlp_ratio', 48 / 11)))
-    il = i.get('num_hidden_layers', 24)
-    image = TowerDims(il, il + cfg.get('mm_vision_select_layer', -2) + 1, i.get('hidden_size', 1024), i.get('intermediate_size', 4096))
-    return dict(geom=geom, llm=llm, video_tower=video, image_tower=image, projector=cfg.get('mm_projector_type', 'mlp2x_gelu'))
+    video = InternVideo2Config.from_dict(cfg.get('video_tower') or {})          # missing keys: InternVideo2-1B's
+    image = clip_l14_336_config(); image.update(cfg.get('image_tower') or {})   # missing keys: CLIP ViT-L/14-336's
+    return dict(geom=geom, llm=llm, video_tower=tower_dims(video), image_tower=tower_dims(image, cfg.get('mm_vision_select_layer', -2)),
+                projector=cfg.get('mm_projector_type', 'mlp2x_gelu'))

@@ -20,7 +20,7 @@ from .videollm import VideoQwen2Config, VideoQwen2ForCausalLM, tiny_videoqwen2_c
 __all__ = ['PRESETS', 'LLM_WEIGHTS', 'CLIP_WEIGHTS', 'ADAPTER_FILES', 'FINETUNE_MARKERS', 'FINETUNE_FOLDER', 'SAVED_FOLDER',
            'Preset', 'weights_root', 'safetensors_problem', 'WeightPart', 'preset_parts', 'resolve_weights',
            'load_projectors', 'build_tiny', 'folder_error', 'is_finetune_dir', 'finetune_problems',
-           'saved_model_problems', 'save_pretrained', 'load_pretrained', 'load_published', 'lora_target_regex',
+           'saved_model_problems', 'save_pretrained', 'load_pretrained', 'load_published', 'lora_modules_regex',
            'load_reference_finetune', 'load_model']
 
 # %% ../../nbs/23_loading.ipynb #4b5d47a1
@@ -308,7 +308,7 @@ def load_published(preset: Preset, dtype=None, root=None, download: bool = True,
     return model.eval(), tok
 
 # %% ../../nbs/23_loading.ipynb #3845f26b
-def lora_target_regex(target_modules) -> str:
+def lora_modules_regex(target_modules) -> str:
     "A PEFT target regex for the LLM's modules named in `target_modules`, never inside a tower."
     if isinstance(target_modules, str): return rf"^(?!video_tower\.|image_tower\.)(?:{target_modules})$"
     names = '|'.join(re.escape(t) for t in sorted(target_modules))
@@ -328,7 +328,6 @@ def load_reference_finetune(finetune_dir, model_base='qwen2.5-1.5b', pool_level:
         if key in ref and ref[key] != getattr(model.config, key):
             raise ValueError(f"{d}: {key}={ref[key]!r} but the base model has {getattr(model.config, key)!r}")
     non_lora = read_state_dict(d/'non_lora_trainables.bin')
-    groups = split_projector_state(non_lora)
     emb = {k: v for k, v in non_lora.items() if k.endswith('embed_tokens.weight')}   # trained embeddings (tiny preset)
     others = sorted(k for k in non_lora if k not in emb and not re.search(r'(?:^|\.)(?:image_)?mm_projector\.', k))
     if others: raise ValueError(f"{d}: non_lora_trainables.bin holds weights other than the projectors and embeddings: {others[:10]}")
@@ -339,7 +338,7 @@ def load_reference_finetune(finetune_dir, model_base='qwen2.5-1.5b', pool_level:
         if w.shape != tgt.shape: raise ValueError(f"{d}: embed_tokens.weight is {tuple(w.shape)}, the model's {tuple(tgt.shape)}")
         with torch.no_grad(): tgt.copy_(w.to(tgt.dtype))                   # tied: the output layer follows
     pcfg = PeftConfig.from_pretrained(str(d))
-    pcfg.target_modules = lora_target_regex(pcfg.target_modules)
+    pcfg.target_modules = lora_modules_regex(pcfg.target_modules)
     pcfg.inference_mode = True
     with _quiet_transformers():
         peft_model = PeftModel.from_pretrained(model, str(d), config=pcfg)
