@@ -6,6 +6,7 @@
 from __future__ import annotations
 import copy
 from dataclasses import dataclass
+from typing import NamedTuple
 import torch
 from fastcore.basics import patch
 from torch import nn
@@ -14,14 +15,14 @@ from transformers.models.qwen2.modeling_qwen2 import Qwen2PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.utils import can_return_tuple
 from ..config import Geometry, IGNORE_INDEX, IMAGE_TOKEN_INDEX
-from ..pooling import check_pool_level, visual_token_count
+from ..pooling import check_pool_level
 from ..projectors import build_projector, project_and_pool
 from .internvideo2 import InternVideo2Config, VideoTower, tiny_internvideo2_config
 from .clip import ImageTower, clip_config_from_geometry, clip_l14_336_config
 
 # %% auto #0
 __all__ = ['TINY_INIT_RANGE', 'VideoQwen2Config', 'tiny_videoqwen2_config', 'VisualFeatures', 'MultimodalInputs',
-           'VideoQwen2ForCausalLM']
+           'VideoQwen2ForCausalLM', 'PlaceholderRun', 'placeholder_runs', 'splice_slots']
 
 # %% ../../nbs/22_videollm.ipynb #b57d05f2
 class VideoQwen2Config(Qwen2Config):
@@ -108,16 +109,6 @@ class MultimodalInputs:
     visual_mask: torch.Tensor              # (B, L') bool: True on spliced visual embeddings
     @property
     def visual_counts(self) -> list[int]: return self.visual_mask.sum(1).tolist()
-
-# %% ../../nbs/22_videollm.ipynb #df28581d
-def _runs(mask: torch.Tensor) -> list[tuple[int, int]]:
-    "`(start, end)` of each run of True in a 1-D bool tensor."
-    idx = mask.nonzero().flatten().tolist()
-    runs = []
-    for i in idx:
-        if runs and runs[-1][1] == i: runs[-1][1] = i + 1
-        else: runs.append([i, i + 1])
-    return [tuple(r) for r in runs]
 
 # %% ../../nbs/22_videollm.ipynb #b7582609
 class VideoQwen2ForCausalLM(Qwen2ForCausalLM):
@@ -207,59 +198,95 @@ def image_embeds(self: VideoQwen2ForCausalLM, image_features: torch.Tensor, towe
 
 # %% ../../nbs/22_videollm.ipynb #5359af7a
 @patch
+def visual_blocks(self: VideoQwen2ForCausalLM, videos=None, context_images=None, images=None,
+                  features: VisualFeatures | None = None, pool_level: int | None = None) -> tuple:
+    "The blocks to splice: videos' (Nv, visual_token_count, H) at `pool_level` and still images' (Ni, tokens, H); None where absent."
+    if features is None and videos is not None: features = self.encode(videos, context_images)
+    vis = self.visual_embeds(features, pool_level) if features is not None else None
+    if images is None: return vis, None
+    route = self.image_route(images)
+    return vis, self.image_embeds(self.encode_images(images, route), route)
+
+# %% ../../nbs/22_videollm.ipynb #df28581d
+def _runs(mask: torch.Tensor) -> list[tuple[int, int]]:
+    "`(start, end)` of each run of True in a 1-D bool tensor."
+    idx = mask.nonzero().flatten().tolist()
+    runs = []
+    for i in idx:
+        if runs and runs[-1][1] == i: runs[-1][1] = i + 1
+        else: runs.append([i, i + 1])
+    return [tuple(r) for r in runs]
+
+# %% ../../nbs/22_videollm.ipynb #42b7230c
+class PlaceholderRun(NamedTuple):
+    "A run of placeholders among row `row`'s real tokens, `[start, end)`, and the block it takes: `kind`'s `index`-th."
+    row: int
+    start: int
+    end: int
+    kind: str        # 'video' or 'image'
+    index: int       # which video / still image, in batch order
+
+# %% ../../nbs/22_videollm.ipynb #8efe1ffa
+def placeholder_runs(input_ids: torch.Tensor, mask: torch.Tensor, num_frames: int, n_videos: int = 0,
+                     n_images: int = 0) -> list[PlaceholderRun]:
+    "Each placeholder run of `input_ids` (B, L) where `mask` is True, in batch order, paired with the next video or still image."
+    out, vi, ii = [], 0, 0
+    for r in range(len(input_ids)):
+        for s, e in _runs(input_ids[r][mask[r]] == IMAGE_TOKEN_INDEX):
+            n = e - s
+            if n == num_frames:
+                if vi >= n_videos: raise ValueError(f"row {r} has a video placeholder run but only {n_videos} videos were supplied")
+                out.append(PlaceholderRun(r, s, e, 'video', vi)); vi += 1
+            elif n == 1:
+                if ii >= n_images: raise ValueError(f"row {r} has a single image placeholder but only {n_images} images were supplied")
+                out.append(PlaceholderRun(r, s, e, 'image', ii)); ii += 1
+            else:
+                raise ValueError(f"row {r}: a run of {n} image placeholders; a video takes {num_frames} (one per frame), a still image 1")
+    if vi != n_videos: raise ValueError(f"{n_videos} videos were supplied but the batch has {vi} video placeholder runs")
+    if ii != n_images: raise ValueError(f"{n_images} images were supplied but the batch has {ii} single image placeholders")
+    return out
+
+# %% ../../nbs/22_videollm.ipynb #8a6fd16b
+def splice_slots(input_ids: torch.Tensor, mask: torch.Tensor, runs: list[PlaceholderRun], block_lens: list[int],
+                 padding_side: str = 'right') -> tuple[torch.Tensor, torch.Tensor]:
+    "Where the text tokens and the visual embeddings go once each run takes its block (`block_lens[i]` long) and rows are re-padded: two (B, L') bool masks."
+    is_ph = (input_ids == IMAGE_TOKEN_INDEX)[mask]                 # (T,) the real tokens, row-major
+    width = (~is_ph).long()                                        # output positions per real token: 1 per text token,
+    n_real = mask.sum(1)                                           # (B,)
+    first = (n_real.cumsum(0) - n_real).tolist()                   # each row's first real token in the flat order
+    for run, n in zip(runs, block_lens): width[first[run.row] + run.start] = n   # a run's block at its first placeholder
+    rows = torch.arange(len(mask), device=mask.device).repeat_interleave(n_real)
+    lengths = torch.zeros_like(n_real).index_add_(0, rows, width)  # (B,) spliced row lengths
+    pos = torch.arange(int(lengths.max()), device=mask.device)
+    slots = pos >= len(pos) - lengths[:, None] if padding_side == 'left' else pos < lengths[:, None]   # (B, L')
+    visual = torch.zeros_like(slots)
+    visual[slots] = is_ph.repeat_interleave(width)                 # row-major, as the blocks come
+    return slots & ~visual, visual
+
+# %% ../../nbs/22_videollm.ipynb #499f39e5
+@patch
 def prepare_multimodal(self: VideoQwen2ForCausalLM, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                        labels: torch.Tensor | None = None, videos=None, context_images=None, images=None,
                        features: VisualFeatures | None = None, pool_level: int | None = None,
                        padding_side: str | None = None) -> MultimodalInputs:
     "Splice visual embeddings into each placeholder run of `input_ids` (B, L) and re-pad (side: `padding_side` or the input's)."
-    g, dev = self.geom, input_ids.device
     mask = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
     if padding_side is None: padding_side = 'left' if bool((~mask[:, 0]).any()) else 'right'
-    if features is None and videos is not None: features = self.encode(videos, context_images)
-    vis = self.visual_embeds(features, pool_level) if features is not None else None        # (Nv, n_vis, H)
-    if images is not None:
-        route = self.image_route(images)
-        img = self.image_embeds(self.encode_images(images, route), route)                    # (Ni, tokens, H)
-    else: img = None
+    vis, img = self.visual_blocks(videos, context_images, images, features, pool_level)
+    runs = placeholder_runs(input_ids, mask, self.geom.num_frames, 0 if vis is None else len(vis), 0 if img is None else len(img))
+    blocks = [(vis if r.kind == 'video' else img)[r.index] for r in runs]
+    text_slots, visual_slots = splice_slots(input_ids, mask, runs, [len(b) for b in blocks], padding_side)
+    is_text = mask & (input_ids != IMAGE_TOKEN_INDEX)                                       # (B, L) real text tokens
     text = self.get_input_embeddings()(input_ids.clamp(min=0))                              # (B, L, H)
-    nv, ni = (0 if vis is None else len(vis)), (0 if img is None else len(img))
-    vi = ii = 0
-    rows = []
-    for r in range(len(input_ids)):
-        keep = mask[r]
-        ids, emb = input_ids[r][keep], text[r][keep]
-        lab = labels[r][keep] if labels is not None else None
-        pieces, labs, flags, pos = [], [], [], 0
-        for s, e in _runs(ids == IMAGE_TOKEN_INDEX):
-            n = e - s
-            if n == g.num_frames:
-                if vi >= nv: raise ValueError(f"row {r} has a video placeholder run but only {nv} videos were supplied")
-                block, vi = vis[vi], vi + 1
-            elif n == 1:
-                if ii >= ni: raise ValueError(f"row {r} has a single image placeholder but only {ni} images were supplied")
-                block, ii = img[ii], ii + 1
-            else:
-                raise ValueError(f"row {r}: a run of {n} image placeholders; a video takes {g.num_frames} (one per frame), a still image 1")
-            pieces += [emb[pos:s], block.to(emb.dtype)]
-            flags += [torch.zeros(s - pos, dtype=torch.bool, device=dev), torch.ones(len(block), dtype=torch.bool, device=dev)]
-            if lab is not None: labs += [lab[pos:s], torch.full((len(block),), IGNORE_INDEX, dtype=lab.dtype, device=dev)]
-            pos = e
-        pieces.append(emb[pos:]); flags.append(torch.zeros(len(ids) - pos, dtype=torch.bool, device=dev))
-        if lab is not None: labs.append(lab[pos:])
-        rows.append((torch.cat(pieces), torch.cat(flags), torch.cat(labs) if lab is not None else None))
-    if vi != nv: raise ValueError(f"{nv} videos were supplied but the batch has {vi} video placeholder runs")
-    if ii != ni: raise ValueError(f"{ni} images were supplied but the batch has {ii} single image placeholders")
-    L, B, H = max(len(e) for e, _, _ in rows), len(rows), text.shape[-1]
-    embeds = text.new_zeros(B, L, H)
-    am = torch.zeros(B, L, dtype=torch.long, device=dev)
-    vmask = torch.zeros(B, L, dtype=torch.bool, device=dev)
-    labs_out = torch.full((B, L), IGNORE_INDEX, dtype=labels.dtype, device=dev) if labels is not None else None
-    for r, (e, f, lab) in enumerate(rows):
-        sl = slice(L - len(e), L) if padding_side == 'left' else slice(0, len(e))
-        embeds[r, sl], am[r, sl], vmask[r, sl] = e, 1, f
-        if lab is not None: labs_out[r, sl] = lab
-    pos_ids = (am.cumsum(-1) - 1).clamp(min=0)
-    return MultimodalInputs(embeds, am, pos_ids, labs_out, vmask)
+    embeds = text.new_zeros(*text_slots.shape, text.shape[-1])                              # (B, L', H)
+    embeds[text_slots] = text[is_text]
+    if blocks: embeds[visual_slots] = torch.cat(blocks).to(text.dtype)
+    labs = None
+    if labels is not None:
+        labs = torch.full(text_slots.shape, IGNORE_INDEX, dtype=labels.dtype, device=labels.device)
+        labs[text_slots] = labels[is_text]
+    am = (text_slots | visual_slots).long()
+    return MultimodalInputs(embeds, am, (am.cumsum(-1) - 1).clamp(min=0), labs, visual_slots)
 
 # %% ../../nbs/22_videollm.ipynb #f638af96
 @patch
