@@ -12,10 +12,10 @@ from ..projectors import check_state
 from .internvideo2 import FrozenTower
 
 # %% auto #0
-__all__ = ['CLIP_L14_336', 'clip_l14_336_config', 'clip_config_from_geometry', 'ImageTower']
+__all__ = ['CLIP_L14_336_REPO', 'clip_l14_336_config', 'clip_config_from_geometry', 'ImageTower']
 
 # %% ../../nbs/21_clip.ipynb #5926e7ff
-CLIP_L14_336 = 'openai/clip-vit-large-patch14-336'
+CLIP_L14_336_REPO = 'openai/clip-vit-large-patch14-336'   # the real tower's Hugging Face Hub repository
 
 # %% ../../nbs/21_clip.ipynb #c29cb0cd
 def clip_l14_336_config() -> CLIPVisionConfig:

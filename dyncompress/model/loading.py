@@ -14,6 +14,7 @@ from ..config import Geometry, get_geometry, load_json
 from ..pooling import check_pool_level
 from ..projectors import read_state_dict, split_projector_state, input_width, load_projector_weights
 from ..tokenizer import build_tiny_tokenizer, load_tokenizer, tokenizer_problems, EOS_TOKEN, TOKENIZER_FILES
+from .clip import CLIP_L14_336_REPO
 from .videollm import VideoQwen2Config, VideoQwen2ForCausalLM, tiny_videoqwen2_config
 
 # %% auto #0
@@ -37,12 +38,12 @@ class Preset:
     projector_files: tuple = ('mm_projector.bin', 'image_mm_projector.bin')
 
 # %% ../../nbs/23_loading.ipynb #61d2672d
-_IV2, _CLIP = 'OpenGVLab/InternVideo2-Stage2_1B-224p-f4', 'openai/clip-vit-large-patch14-336'
+_IV2 = 'OpenGVLab/InternVideo2-Stage2_1B-224p-f4'
 PRESETS = {
     'tiny': Preset('tiny', get_geometry('tiny')),
-    'qwen2.5-1.5b': Preset('qwen2.5-1.5b', get_geometry('videogpt+'), 'Qwen/Qwen2.5-1.5B-Instruct', _CLIP, _IV2,
+    'qwen2.5-1.5b': Preset('qwen2.5-1.5b', get_geometry('videogpt+'), 'Qwen/Qwen2.5-1.5B-Instruct', CLIP_L14_336_REPO, _IV2,
                            projectors='Wangxc1000/qwen2.5_1.5B_projectors'),
-    'qwen2.5-3b': Preset('qwen2.5-3b', get_geometry('videogpt+').replace(llm_hidden=2048), 'Qwen/Qwen2.5-3B-Instruct', _CLIP, _IV2,
+    'qwen2.5-3b': Preset('qwen2.5-3b', get_geometry('videogpt+').replace(llm_hidden=2048), 'Qwen/Qwen2.5-3B-Instruct', CLIP_L14_336_REPO, _IV2,
                          projectors='Wangxc1000/qwen2.5_3B_projectors'),
 }
 
