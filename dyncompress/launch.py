@@ -13,14 +13,15 @@ from .config import Geometry, save_json, load_json, record_settings
 from .pooling import visual_token_count, parse_pool_levels
 from .projectors import load_projector_weights, save_projector_weights
 from .training import (TrainConfig, PretrainConfig, FinetuneConfig, VideoTrainer, training_arguments,
-                                  setup_pretrain, setup_finetune, find_modules, count_trainable)
+                                  setup_pretrain, setup_finetune, find_modules, count_trainable, NON_LORA_NAME, load_non_lora)
 
 # %% auto #0
 __all__ = ['SYNTHETIC_ROOT', 'RUN_SETTINGS', 'RESUMABLE_FIELDS', 'RUN_OUTPUTS', 'projector_file', 'init_projectors',
-           'run_metrics', 'plot_losses', 'save_outputs', 'model_geometry', 'build_model', 'resolve_data_root',
-           'build_data', 'use_feature_cache', 'latest_checkpoint', 'run_settings', 'holds_trained_run',
-           'claim_run_folder', 'train_run', 'pretrain', 'finetune', 'load_trained', 'config_from_args', 'dc_train',
-           'StepTimes', 'train_benchmark', 'format_train_benchmark', 'dc_train_benchmark']
+           'init_from_run', 'run_metrics', 'plot_losses', 'save_outputs', 'model_geometry', 'build_model',
+           'resolve_data_root', 'build_data', 'use_feature_cache', 'latest_checkpoint', 'run_settings',
+           'holds_trained_run', 'claim_run_folder', 'train_run', 'pretrain', 'finetune', 'load_trained',
+           'config_from_args', 'dc_train', 'StepTimes', 'train_benchmark', 'format_train_benchmark',
+           'dc_train_benchmark']
 
 # %% ../nbs/31_launch.ipynb #f205ac97
 def projector_file(src, name: str) -> Path:
@@ -45,6 +46,25 @@ def init_projectors(model: nn.Module, geom: Geometry, mm_projector: str = '', im
         load_projector_weights(next(iter(mods.values())), f, in_dim=in_dim)
         loaded[name] = str(f)
     return loaded
+
+# %% ../nbs/31_launch.ipynb #fc789a7f
+def init_from_run(model: nn.Module, run_dir, lora_r: int, lora_alpha: int) -> dict:
+    "Load a finetune run's LoRA adapter and non-LoRA trainables into a PEFT `model` of the same shape; returns the files."
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+    d = Path(run_dir)
+    files = {'adapter': d/'adapter_model.safetensors', 'adapter_config': d/'adapter_config.json', 'non_lora': d/NON_LORA_NAME}
+    for f in files.values():
+        if not f.exists(): raise UserError(f"{f}: no such file (init_adapter must be a finished finetune run folder)")
+    conf = load_json(files['adapter_config'])
+    if (conf.get('r'), conf.get('lora_alpha')) != (lora_r, lora_alpha):
+        raise UserError(f"{files['adapter_config']}: LoRA r={conf.get('r')}, alpha={conf.get('lora_alpha')}; this run has "
+                        f"r={lora_r}, alpha={lora_alpha} (set lora_r/lora_alpha to match)")
+    res = set_peft_model_state_dict(model, load_file(files['adapter']))
+    if getattr(res, 'unexpected_keys', None):
+        raise UserError(f"{files['adapter']}: keys not in this model, e.g. {sorted(res.unexpected_keys)[:3]}")
+    load_non_lora(model, files['non_lora'])
+    return {k: str(v) for k, v in files.items() if k != 'adapter_config'}
 
 # %% ../nbs/31_launch.ipynb #b18b3132
 def _all_reduce(counts: dict) -> dict:
@@ -202,6 +222,7 @@ def train_run(cfg: TrainConfig, model=None, tokenizer=None, train_dataset=None, 
         loaded = init_projectors(model, geom, cfg.init_mm_projector, cfg.init_image_mm_projector)
         model = setup_finetune(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, train_embeddings=cfg.train_embeddings,
                                seed=cfg.seed)        # LoRA A from the run's seed: same seed, same run
+        if cfg.init_adapter: loaded['init_adapter'] = init_from_run(model, cfg.init_adapter, cfg.lora_r, cfg.lora_alpha)
     else: model = setup_pretrain(model, cfg.tune)
     args = training_arguments(cfg)                    # (sets up the process group when launched)
     if train_dataset is None:

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json, sys, time
 from pathlib import Path
 from .config import save_json, record_settings
+from .cli import UserError
+from .pooling import parse_pool_levels
 
 # %% auto #0
 __all__ = ['run_step', 'sweep_plan', 'check_settings', 'progress_line', 'run_sweep', 'write_index', 'compare_sweeps']
@@ -32,12 +34,6 @@ def run_step(src, dst, params: dict, done=None, *, cwd=None, log=print) -> bool:
     log(f"done  {dst} in {time.time()-t0:.0f}s"); return True
 
 # %% ../nbs/60_sweep.ipynb #e0b28dd8
-def _levels(levels) -> list[int]:
-    from dyncompress.pooling import check_pool_level
-    if isinstance(levels, int): levels = [levels]                  # papermill turns `-p pool_levels 4` into an int
-    if isinstance(levels, str): levels = levels.replace(',', ' ').split()
-    return [check_pool_level(int(b)) for b in levels]
-
 def sweep_plan(exp, pool_levels, multi_level: bool = True) -> list[tuple[str, str, Path]]:
     "The steps of a sweep: `(kind, name, executed-notebook path)` in run order."
     exp = Path(exp)
@@ -66,13 +62,15 @@ def run_sweep(experiment: str = 'demo', preset: str = 'tiny', pool_levels='1,2,4
               data_root: str = '', mvbench_root: str = '', pretrain_steps: int = 20, finetune_steps: int = 60,
               n_train: int = 64, n_eval: int = 32, option_order: str = 'sorted', eval_limit: int = 0, batch_size: int = 8, protocol: str = 'seed',
               seed: int = 0, deepspeed: str = '', device: str = 'cpu', finetune_opts: str = '', out_root: str = 'runs',
-              nbs_dir=None, feature_cache: bool = True, multi_steps: int = 0, per_level_levels='', multi_opts: str = '', log=print) -> Path:
+              nbs_dir=None, feature_cache: bool = True, multi_steps: int = 0, per_level_levels='', multi_opts: str = '', multi_from: int = 0, log=print) -> Path:
     "Pretrain → finetune per pool level (+ multi-level) → evaluate → analyse; returns the path of `report.md`."
     from dyncompress.analysis.report import analyse_run
     from dyncompress.analysis.claims import sweep_summary
-    levels = _levels(pool_levels)
-    fixed_levels = [b for b in _levels(per_level_levels) if b in levels] if per_level_levels else levels
+    levels = list(parse_pool_levels(pool_levels))                  # papermill turns `-p pool_levels 4` into an int: fine
+    fixed_levels = [b for b in parse_pool_levels(per_level_levels) if b in levels] if per_level_levels else levels
     if not fixed_levels: raise ValueError(f"per_level_levels {per_level_levels!r} shares no level with pool_levels {pool_levels!r}")
+    if multi_from and multi_from not in fixed_levels:
+        raise UserError(f"multi_from={multi_from}: the multi-level model can start only from a per-level model, levels {fixed_levels}")
     nbs = Path(nbs_dir) if nbs_dir else Path(__file__).resolve().parents[1]/'nbs'
     if not (nbs/'finetune.ipynb').exists(): raise FileNotFoundError(f"{nbs}: driver notebooks not found (pass nbs_dir)")
     exp = (Path(out_root)/experiment).resolve(); exp.mkdir(parents=True, exist_ok=True)
@@ -80,7 +78,7 @@ def run_sweep(experiment: str = 'demo', preset: str = 'tiny', pool_levels='1,2,4
                              pretrain_steps=pretrain_steps, finetune_steps=finetune_steps, n_train=n_train, n_eval=n_eval,
                              option_order=option_order, eval_limit=eval_limit, protocol=protocol, seed=seed, deepspeed=deepspeed,
                              finetune_opts=finetune_opts, multi_steps=multi_steps or finetune_steps, per_level_levels=fixed_levels,
-                             multi_opts=multi_opts))
+                             multi_opts=multi_opts, multi_from=multi_from))
     t0 = time.time()
     data = dict(data_root=data_root, mvbench_root=mvbench_root)
     if not data_root:
@@ -100,7 +98,9 @@ def run_sweep(experiment: str = 'demo', preset: str = 'tiny', pool_levels='1,2,4
         if kind == 'pretrain':
             p = dict(common, tune=name, output_dir=str(pre[name]), max_steps=pretrain_steps, opts=seed_opts)
         elif kind == 'finetune':
-            opts = json.dumps({**json.loads(finetune_opts or '{}'), **json.loads((multi_opts if name == 'multi' else '') or '{}'), 'seed': seed})
+            extra = json.loads((multi_opts if name == 'multi' else '') or '{}')
+            if name == 'multi' and multi_from: extra['init_adapter'] = str(exp/'finetune'/f'pool{multi_from}')
+            opts = json.dumps({**json.loads(finetune_opts or '{}'), **extra, 'seed': seed})
             p = dict(common, output_dir=str(exp/'finetune'/name), max_steps=(multi_steps or finetune_steps) if name == 'multi' else finetune_steps,
                      opts=opts, init_mm_projector=str(pre['mm_projector']), init_image_mm_projector=str(pre['image_mm_projector']))
             p |= dict(pool_levels=','.join(map(str, levels))) if name == 'multi' else dict(pool_level=int(name[4:]))

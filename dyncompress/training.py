@@ -106,6 +106,7 @@ class FinetuneConfig(TrainConfig):
     consistency_weight: float = 0.0        # level_mode 'all': weight of KL(finest level || each coarser level) on the answer tokens
     init_mm_projector: str = ''            # video projector: our pretrain dir / mm_projector.bin / '' (preset's)
     init_image_mm_projector: str = ''      # image projector: our pretrain dir / image_mm_projector.bin / ''
+    init_adapter: str = ''                 # a finetune run folder to start from: its LoRA adapter, projectors (and embeddings)
     train_embeddings: bool = False         # also train the (tied) token embeddings at `learning_rate` (tiny preset: its LLM is random)
 
     def __post_init__(self):
