@@ -7,16 +7,16 @@ import pytest
 from dyncompress.eval.scoring import wilson_interval, accuracy_text, accuracy_table
 from dyncompress.analysis.tokenaware import write_records, token_aware_mask
 from dyncompress.analysis.dynamic import (matched_levels, calibration_split, calibrated_cascade, choose_threshold,
-                                          matched_subset, cascade, fixed_levels, level_costs, preset_level_costs,
+                                          matched_subset, cascade, fixed_levels, level_costs,
                                           costs_from_model_config, paired_bootstrap, candidate_chains, cascade_curve)
 from dyncompress.analysis.report import analyse_run, accuracy_intervals
 from dyncompress.analysis.claims import (simulated_records, demo_claims, claim_learning, claim_phenomenon,
                                          claim_token_aware, claim_dynamic, claim_questions, sweep_summary, DEMO_PROFILE)
-from dyncompress.config import GEOMETRIES
+from dyncompress.config import GEOMETRIES, POOL_LEVELS
 
 KINDS = {'count_crosses': 'detail', 'small_color': 'detail', 'small_shape': 'detail',
          'direction': 'coarse', 'flash_count': 'coarse', 'color_order': 'coarse'}
-LEVELS = (1, 2, 4, 8, 16)
+LEVELS = POOL_LEVELS
 TINY_CFG = dict(hidden_size=64, num_attention_heads=4, num_key_value_heads=2, num_hidden_layers=2, intermediate_size=128,
                 vocab_size=1000, geometry=GEOMETRIES['tiny'].to_dict(), video_tower=dict(depth=3, embed_dim=48, mlp_ratio=48 / 11),
                 image_tower=dict(num_hidden_layers=2, hidden_size=40, intermediate_size=80))

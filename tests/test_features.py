@@ -12,7 +12,7 @@ torch.set_num_threads(1)
 
 from dyncompress.config import GEOMETRIES
 from dyncompress.data.video import write_video
-from dyncompress.model.loading import build_tiny, load_model
+from dyncompress.model.loading import build_tiny
 from dyncompress.model.features import FeatureCache, training_clip, tower_fingerprint
 
 ROOT = Path(__file__).resolve().parents[1]
