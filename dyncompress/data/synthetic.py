@@ -12,12 +12,13 @@ from ..cli import UserError, command
 from ..config import save_json, load_json
 from .video import write_video
 from .mvbench import MVBenchTask, write_task_table
+from ..eval.scoring import question_text, option_letter   # the evaluation's own prompt text
 
 # %% auto #0
-__all__ = ['PALETTE', 'SHAPES', 'NUMBERS', 'DIRECTIONS', 'SYNTHETIC_TASKS', 'FADES', 'DEFAULT_TASKS', 'LETTERS', 'SPLIT_IDS',
-           'OPTION_ORDERS', 'shape_mask', 'paint', 'ClipSpec', 'task_count_crosses', 'task_small_color',
-           'task_small_shape', 'task_direction', 'task_flash_count', 'task_color_order', 'SyntheticTask',
-           'task_spot_color', 'task_odd_color', 'task_big_color', 'task_last_color', 'task_fade', 'mcq_text',
+__all__ = ['PALETTE', 'SHAPES', 'NUMBERS', 'DIRECTIONS', 'SYNTHETIC_TASKS', 'BIG_SIDE', 'FADES', 'DEFAULT_TASKS', 'SPLIT_IDS',
+           'GENERATOR_VERSION', 'OPTION_ORDERS', 'shape_mask', 'paint', 'ClipSpec', 'task_count_crosses',
+           'task_small_color', 'task_small_shape', 'task_direction', 'task_flash_count', 'task_color_order',
+           'SyntheticTask', 'task_spot_color', 'task_odd_color', 'task_big_color', 'task_last_color', 'task_fade',
            'make_items', 'make_synthetic', 'dc_make_synthetic']
 
 # %% ../../nbs/15_synthetic.ipynb #d4cde012
@@ -200,11 +201,13 @@ def task_odd_color(rng, v, spec):
             f"One {c} square among {c2} squares.")
 
 # %% ../../nbs/15_synthetic.ipynb #bfa3165d
+BIG_SIDE = 0.7        # big_color's shape side / frame side: at pool 16 a video frame is one token, the frame's mean
+
 def task_big_color(rng, v, spec):
-    "A big shape of colour `v` (coarse: its colour survives any pooling)."
+    "A big shape of colour `v` (coarse: its colour survives any pooling, even one token per frame)."
     names = list(PALETTE); c = names[v]
     img = _bg(rng, spec)
-    big = int(spec.size * 0.45)
+    big = int(spec.size * BIG_SIDE)
     bx, by = _free_spot(rng, spec, big)
     shade = np.clip(np.array(PALETTE[c]) + rng.integers(-20, 21, 3), 0, 255)         # per-clip nuisance
     paint(img, shape_mask(SHAPES[int(rng.integers(4))], big), bx, by, shade)
@@ -247,13 +250,8 @@ SYNTHETIC_TASKS |= {t.name: t for t in [
 DEFAULT_TASKS = ('small_color', 'spot_color', 'odd_color', 'big_color', 'last_color', 'fade')  # the demo's set
 
 # %% ../../nbs/15_synthetic.ipynb #27b332a1
-LETTERS = 'ABCD'
 SPLIT_IDS = {'train': 1, 'eval': 2}
-
-def mcq_text(question: str, candidates) -> str:
-    "The seed-protocol user text: `Question: …\\nOptions:\\n(A) …\\nOnly give the best option.`"
-    return f"Question: {question}\nOptions:\n" + "\n".join(f"({LETTERS[i]}) {c}" for i, c in enumerate(candidates)) + \
-        "\nOnly give the best option."
+GENERATOR_VERSION = 2     # in the manifest: bumped when a task draws other pictures (2: big_color's shape grew), so old sets are redrawn
 
 OPTION_ORDERS = ('random', 'sorted')
 
@@ -285,7 +283,7 @@ def make_synthetic(out_dir, n_train: int = 64, n_eval: int = 32, seed: int = 0, 
     if detail >= size: raise UserError(f"detail ({detail} px) must be smaller than the clip side size ({size} px)")
     if option_order not in OPTION_ORDERS: raise UserError(f"option_order must be one of {OPTION_ORDERS}, got {option_order!r}")
     spec = ClipSpec(size, seconds, fps, detail)
-    settings = dict(n_train=n_train, n_eval=n_eval, seed=seed, tasks=tasks, spec=asdict(spec))
+    settings = dict(n_train=n_train, n_eval=n_eval, seed=seed, tasks=tasks, spec=asdict(spec), generator=GENERATOR_VERSION)
     if option_order != 'random': settings['option_order'] = option_order   # old manifests stay valid
     man_p = out / 'synthetic.json'
     if man_p.exists() and not overwrite:
@@ -298,8 +296,8 @@ def make_synthetic(out_dir, n_train: int = 64, n_eval: int = 32, seed: int = 0, 
             rel = f"train/{task}/{task}_{i:04d}.mp4"
             write_video(out / rel, frames, fps=fps)
             train.append(dict(id=f"{task}_{i:04d}", video=rel, task=task, conversations=[
-                {'from': 'human', 'value': '<video>\n' + mcq_text(q, cands)},
-                {'from': 'gpt', 'value': f"({LETTERS[L]}) {cands[L]}"}]))
+                {'from': 'human', 'value': '<video>\n' + question_text(q, cands, 'seed')},
+                {'from': 'gpt', 'value': f"({option_letter(L)}) {cands[L]}"}]))
             captions.append(dict(id=f"{task}_{i:04d}_cap", video=rel, task=task, conversations=[
                 {'from': 'human', 'value': '<video>\nDescribe the video briefly.'}, {'from': 'gpt', 'value': cap}]))
         items = []
