@@ -10,7 +10,8 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['POOL_LEVELS', 'IGNORE_INDEX', 'IMAGE_TOKEN_INDEX', 'DEFAULT_IMAGE_TOKEN', 'DEFAULT_VIDEO_TOKEN', 'GEOMETRIES',
-           'Geometry', 'get_geometry', 'save_json', 'load_json', 'record_settings']
+           'RUNS_ENV', 'Geometry', 'get_geometry', 'save_json', 'load_json', 'record_settings', 'repo_root',
+           'runs_root']
 
 # %% ../nbs/00_config.ipynb #c08b2038
 POOL_LEVELS = (1, 2, 4, 8, 16)  # the pool levels b the seed studies
@@ -107,3 +108,18 @@ def record_settings(path, settings: dict, what: str = 'folder', additive: tuple 
         for k in additive: settings[k] = list(old.get(k) or []) + [x for x in settings.get(k) or [] if x not in (old.get(k) or [])]
     save_json(settings, path)
     return settings
+
+# %% ../nbs/00_config.ipynb #388c7324
+import os
+RUNS_ENV = 'DC_RUNS'                   # environment variable: the folder every run goes under
+
+def repo_root() -> Path | None:
+    "The checkout this package is imported from (the folder holding `settings.ini` and `nbs/`), or None for a wheel."
+    import dyncompress
+    root = Path(dyncompress.__file__).resolve().parents[1]
+    return root if (root/'settings.ini').exists() and (root/'nbs').is_dir() else None
+
+def runs_root() -> Path:
+    "Where runs go: `$DC_RUNS`, else `<repository>/runs`, else `./runs`."
+    if os.environ.get(RUNS_ENV): return Path(os.environ[RUNS_ENV]).resolve()
+    return (repo_root() or Path.cwd().resolve())/'runs'

@@ -9,14 +9,14 @@ from pathlib import Path
 import torch
 from torch import nn
 from .cli import UserError, command
-from .config import Geometry, save_json, load_json, record_settings
+from .config import Geometry, save_json, load_json, record_settings, runs_root
 from .pooling import visual_token_count, parse_pool_levels
 from .projectors import load_projector_weights, save_projector_weights
 from .training import (TrainConfig, PretrainConfig, FinetuneConfig, VideoTrainer, training_arguments,
                                   setup_pretrain, setup_finetune, find_modules, count_trainable, NON_LORA_NAME, load_non_lora)
 
 # %% auto #0
-__all__ = ['SYNTHETIC_ROOT', 'RUN_SETTINGS', 'RESUMABLE_FIELDS', 'RUN_OUTPUTS', 'projector_file', 'init_projectors',
+__all__ = ['SYNTHETIC_DIR', 'RUN_SETTINGS', 'RESUMABLE_FIELDS', 'RUN_OUTPUTS', 'projector_file', 'init_projectors',
            'init_from_run', 'run_metrics', 'plot_losses', 'save_outputs', 'model_geometry', 'build_model',
            'resolve_data_root', 'build_data', 'use_feature_cache', 'latest_checkpoint', 'run_settings',
            'holds_trained_run', 'claim_run_folder', 'train_run', 'pretrain', 'finetune', 'load_trained',
@@ -143,14 +143,15 @@ def build_model(cfg: TrainConfig):
     from dyncompress.model.loading import load_model
     return load_model(cfg.preset, pool_level=cfg.pool_level)
 
-SYNTHETIC_ROOT = 'runs/synthetic'   # where the tiny preset's default data are generated (git-ignored)
+SYNTHETIC_DIR = 'synthetic'         # under config.runs_root(): where the tiny preset's default data are generated (git-ignored)
 
 def resolve_data_root(cfg: TrainConfig, synthetic_kw: dict | None = None) -> str:
     "`cfg.data_root`, or for the synthetic mixes with no root given, a generated synthetic set (reused when present)."
     if cfg.data_root or not cfg.dataset.startswith('SYNTHETIC'): return cfg.data_root
     from dyncompress.data.synthetic import make_synthetic
-    make_synthetic(SYNTHETIC_ROOT, **(synthetic_kw or {}))
-    return SYNTHETIC_ROOT
+    root = str(runs_root()/SYNTHETIC_DIR)
+    make_synthetic(root, **(synthetic_kw or {}))
+    return root
 
 def build_data(cfg: TrainConfig, tokenizer, geom: Geometry):
     "`(dataset, collator)` for the stage's data: `cfg.dataset` (a mix, dataset names or a JSON path) under the data root."
@@ -292,7 +293,7 @@ def dc_train(
     preset: str = 'tiny',                # model preset (tiny, qwen2.5-1.5b, qwen2.5-3b) or a model directory
     data_root: str = None,               # data root (VideoGPT+ instruction data or a synthetic set)
     dataset: str = None,                 # dataset mix name or annotation JSON (default: the stage's)
-    output_dir: str = None,              # run directory (default: runs/<stage>)
+    output_dir: str = None,              # run directory (default: <runs>/<stage>, <runs> = config.runs_root())
     pool_level: int = None,              # tokens per side merged: 1, 2, 4, 8, 16 (default: 2, the seed's)
     pool_levels: str = None,             # finetune, multi-level mode: levels sampled per step, e.g. '1,2,4,8,16'
     deepspeed: str = None,               # zero2, zero3 or a DeepSpeed JSON path (default: none)
@@ -304,6 +305,7 @@ def dc_train(
     opts: str = None,                    # other config fields as JSON, e.g. '{"lora_r": 64, "save_steps": 100}'
 ):
     "Train a stage (projector pretraining or LoRA finetuning); writes weights and metrics.json to the run directory."
+    if output_dir is None and stage in ('pretrain', 'finetune'): output_dir = str(runs_root()/stage)
     cfg = config_from_args(stage, preset, opts, data_root=data_root, dataset=dataset, output_dir=output_dir,
                            pool_level=pool_level, pool_levels=pool_levels, deepspeed=deepspeed, max_steps=max_steps,
                            tune=tune, init_mm_projector=init_mm_projector, init_image_mm_projector=init_image_mm_projector,

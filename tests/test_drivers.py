@@ -26,3 +26,15 @@ def test_driver_parameters(nb):
     assert all(p["help"] for p in params.values()), f"{nb.name}: every parameter needs a comment"
     src = "".join("".join(c["source"]) for c in d["cells"] if c["cell_type"] == "code")
     assert "#| export" not in src and "default_exp" not in src, f"{nb.name}: driver notebooks export nothing"
+
+
+def test_runs_go_to_one_place_from_any_directory(tmp_path, monkeypatch):
+    "Started from another directory, a driver writes under $DC_RUNS (else the repository's runs/), not under the cwd."
+    runs, elsewhere = tmp_path / "runs", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.setenv("DC_RUNS", str(runs))
+    pm.execute_notebook(str(NBS / "pretrain.ipynb"), str(tmp_path / "pretrain.ipynb"), cwd=str(elsewhere),
+                        parameters=dict(max_steps=1, opts='{"save_steps": 100}'), progress_bar=False, kernel_name="python3")
+    assert (runs / "pretrain" / "mm_projector" / "mm_projector.bin").exists()
+    assert (runs / "synthetic" / "synthetic.json").exists()          # the tiny preset's default data, same root
+    assert list(elsewhere.iterdir()) == []                            # nothing in the working directory
