@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 
 from dyncompress.eval.scoring import wilson_interval, accuracy_text, accuracy_table
-from dyncompress.analysis.tokenaware import write_records, token_aware_mask
+from dyncompress.analysis.tokenaware import token_aware_mask
+from dyncompress.testing import write_records
 from dyncompress.analysis.dynamic import (matched_levels, calibration_split, calibrated_cascade, choose_threshold,
                                           matched_subset, cascade, fixed_levels, level_costs,
                                           costs_from_model_config, paired_bootstrap, candidate_chains, cascade_curve)

@@ -110,7 +110,7 @@ def test_train_benchmark(tmp_path):
 @pytest.fixture(scope='module')
 def evals(tmp_path_factory):
     "A sweep's eval folder: one model per level (pool2/, pool4/) beside a multi-level model (multi/, both levels)."
-    from dyncompress.analysis.tokenaware import write_records
+    from dyncompress.testing import write_records
     d = tmp_path_factory.mktemp('cli')/'eval'
     right = {2: '11101101', 4: '10100100'}                 # questions right at each level
     rows = lambda b: [dict(qid=f"T{i % 2}/{i}", pool_level=b, correct=c == '1', confidence=0.9 if c == '1' else 0.4)

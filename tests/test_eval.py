@@ -1,5 +1,5 @@
 "Multi-process and whole-run checks of dyncompress.eval (issue 6) on the synthetic MVBench-layout benchmark."
-import json, math, os, subprocess, sys, textwrap
+import json, os, subprocess, sys, textwrap
 from pathlib import Path
 import pytest
 
@@ -7,7 +7,7 @@ os.environ.setdefault('OMP_NUM_THREADS', '1')
 import torch
 torch.set_num_threads(1)
 
-from dyncompress.eval.records import RecordStore, read_jsonl, record_key, RECORD_FIELDS
+from dyncompress.eval.records import read_jsonl, record_key, RECORD_FIELDS
 from dyncompress.eval.evaluate import run_evaluation, load_items, synthetic_root
 
 LEVELS = (1, 2, 4, 8, 16)

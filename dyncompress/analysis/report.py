@@ -4,7 +4,7 @@
 
 # %% ../../nbs/52_report.ipynb #867a24fa
 from __future__ import annotations
-import datetime, platform, re, sys
+import datetime, platform, re
 from pathlib import Path
 import numpy as np
 import pandas as pd
@@ -13,13 +13,13 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt
 import seaborn as sns
 from ..cli import UserError, command
-from ..config import GEOMETRIES, Geometry, save_json
+from ..config import GEOMETRIES, save_json
 from ..pooling import check_pool_level
 from ..eval import scoring
 from ..eval.scoring import to_markdown, wilson_interval, accuracy_text
-from .tokenaware import read_records, read_run, token_aware_subset, pattern_counts, accuracy_table
+from .tokenaware import read_records, read_run, token_aware_subset, subset_accuracy_table
 from .dynamic import (matched_levels, compare_policies, preset_level_costs, level_costs, LevelCosts,
-                                          flops_table, towers_dominate_from, costs_from_model_config, oracle_levels,
+                                          flops_table, towers_dominate_from, costs_from_model_config,
                                           TEXT_TOKENS, PRESET_COSTS, calibrated_cascade, CalibratedCascade,
                                           towers_vs_llm_text, flops_text)
 
@@ -165,7 +165,7 @@ def plot_policies(pol: pd.DataFrame, path, x: str = 'visual_tokens', title: str 
 
 def plot_subset_bars(res: dict, path, title: str = '') -> Path:
     "Per-run accuracy on the token-aware subset (and on all common questions)."
-    t = accuracy_table(res).reset_index()
+    t = subset_accuracy_table(res).reset_index()
     long = t.melt(id_vars='run', value_vars=['subset', 'all'], var_name='questions', value_name='acc')
     long['acc'] *= 100
     long['questions'] = long.questions.map({'subset': f"token-aware subset (n={res['n_subset']})",
@@ -391,12 +391,12 @@ def _report_md(recs, meta, levels, m, overall, q, pol, costs, cost_note, has_flo
            f"visual tokens on average ({reach.iloc[0].visual_tokens / fx.loc[fine, 'visual_tokens'] * 100:.1f}% of b={fine}'s, "
            f"{reach.iloc[0].passes:.2f} LLM passes)." if len(reach) else
            f"- Cascade: never reaches b={fine}'s accuracy; its best is {ca.accuracy.max() * 100:.1f}%."), "",
-          *([f"- No record has a confidence (option probabilities missing, or answers that name no option), so the "
+          *(["- No record has a confidence (option probabilities missing, or answers that name no option), so the "
              "cascade always goes down to the finest level."] if m.confidence.isna().all().all() else
             [f"- {m.confidence.isna().to_numpy().mean() * 100:.0f}% of the matched records have no confidence (answer names "
              "no option); the cascade treats them as unsure."] if m.confidence.isna().any().any() else []), "",
           f"Costs: {cost_note}.", "", to_markdown(_fmt_policy(_policy_rows(pol), m.n_common), 2),
-          f"Full curve: `policies.csv`.", "", f"![accuracy vs visual tokens]({rel(plots['tokens'])})", ""]
+          "Full curve: `policies.csv`.", "", f"![accuracy vs visual tokens]({rel(plots['tokens'])})", ""]
     if has_flops:
         share = costs.fixed / costs.flops(coarse)
         L += [f"![accuracy vs end-to-end FLOPs]({rel(plots['flops'])})", "",
@@ -413,7 +413,7 @@ def _report_md(recs, meta, levels, m, overall, q, pol, costs, cost_note, has_flo
           to_markdown(t.rename(columns={'towers_share': 'towers share (%)'}), 2),
           f"The towers cost more than the LLM prefill — {_sentence_dominate(dom)}.", _sentence_savings(ft, dom), ""]
     if sub is not None:
-        at = accuracy_table(sub).copy()
+        at = subset_accuracy_table(sub).copy()
         at.insert(at.columns.get_loc('all') + 1, 'all: 95% interval',
                   [accuracy_text(int(round(a * n)), n).split(' ', 1)[1] for a, n in zip(at['all'], at.n_all)])
         at[['subset', 'all']] *= 100

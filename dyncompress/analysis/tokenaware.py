@@ -17,10 +17,10 @@ from ..eval.scoring import (check_ans_seed, check_ans_official, extract_option, 
                                       QUESTION_SUFFIX, MVBENCH_SYSTEM, LETTERS)
 
 # %% auto #0
-__all__ = ['SCORER_COLUMNS', 'LONG_COLUMNS', 'seed_file_correct', 'question_block', 'read_records', 'read_seed_folder',
+__all__ = ['SCORER_COLUMNS', 'LONG_COLUMNS', 'seed_file_correct', 'question_key', 'read_records', 'read_seed_folder',
            'is_seed_folder', 'read_run', 'Matched', 'match_runs', 'check_levels', 'token_aware_mask', 'pattern_counts',
-           'seed_check_numbers', 'token_aware_subset', 'accuracy_table', 'write_records', 'write_seed_folder',
-           'collect_runs', 'write_subset', 'dc_token_aware']
+           'seed_check_numbers', 'token_aware_subset', 'subset_accuracy_table', 'collect_runs', 'write_subset',
+           'dc_token_aware']
 
 # %% ../../nbs/50_tokenaware.ipynb #65137a7f
 def _gt_index(gt: str):
@@ -43,7 +43,7 @@ LONG_COLUMNS = ['key', 'qid', 'task', 'pool_level', 'correct', 'confidence', 'vi
 
 def _norm(s) -> str: return re.sub(r'\s+', ' ', str(s)).strip()
 
-def question_block(question: str, candidates) -> str:
+def question_key(question: str, candidates) -> str:
     "The question block `Question: …\\nOptions:\\n(A) …` (no instruction), whitespace-normalised: the content key."
     return _norm(_qblock(question, candidates))
 
@@ -82,7 +82,7 @@ def read_records(src, scorer: str = 'robust', protocol: str | None = None) -> pd
                              pool_level=int(r['pool_level']), correct=bool(r[col]) and not r.get('error'),
                              confidence=np.nan if r.get('confidence') is None else float(r['confidence']),
                              visual_tokens=np.nan if r.get('visual_tokens') is None else float(r['visual_tokens']),
-                             qtext=question_block(r.get('question', ''), r.get('candidates') or []),
+                             qtext=question_key(r.get('question', ''), r.get('candidates') or []),
                              video=_video_base(r.get('video', '')), error=r.get('error'),
                              n_options=len(r['candidates']) if r.get('candidates') else np.nan,
                              protocol=r.get('protocol')))
@@ -107,7 +107,7 @@ def read_seed_folder(folder, pool_level, scorer: str = 'robust') -> pd.DataFrame
         try:
             d = json.loads(f.read_text())
             q = str(d['Q']); pred, gt = d['pred'], d['A']
-        except (json.JSONDecodeError, KeyError, TypeError) as e: bad.append(f.name); continue
+        except (json.JSONDecodeError, KeyError, TypeError): bad.append(f.name); continue
         q = _strip_q(q)
         cands = re.findall(r'^\([A-Z]\) (.*)$', q.split('\nOptions:\n', 1)[-1], flags=re.M)
         rows.append(dict(key=f.stem, qid=f.stem, task=d.get('task_type'), pool_level=pool_level,
@@ -241,36 +241,10 @@ def token_aware_subset(levels: dict, extra: dict | None = None, key: str = 'auto
                 accuracy=acc, patterns={k: int(v) for k, v in pattern_counts(m.correct, order).items()},
                 tasks={str(k): str(m.task[k]) for k in sub.index}, questions=questions)
 
-def accuracy_table(result: dict) -> pd.DataFrame:
+def subset_accuracy_table(result: dict) -> pd.DataFrame:
     "Per-run accuracy on the subset and on all common questions, as a table."
     t = pd.DataFrame(result['accuracy']).T[['subset', 'n', 'all', 'n_all']].rename_axis('run')
     return t.astype({'subset': float, 'n': int, 'all': float, 'n_all': int})
-
-# %% ../../nbs/50_tokenaware.ipynb #4888e88b
-def write_records(rows: list[dict], path) -> Path:
-    "Write record dicts as JSONL (test fixture helper; fills the contract's fields with defaults)."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    base = dict(video='v.mp4', question='q?', candidates=['x', 'y'], answer_idx=0, gt='(A) x', prompt='', pred='(A) x',
-                pred_idx=0, correct_official=None, correct_seed=None, option_probs=None, confidence=None,
-                protocol='seed', visual_tokens=None, latency_s=0.0, error=None)
-    with open(path, 'w') as f:
-        for r in rows:
-            r = {**base, **r}
-            r.setdefault('task', r['qid'].rsplit('/', 1)[0])
-            for k in ('correct_official', 'correct_seed'):
-                if r[k] is None: r[k] = r['correct']
-            f.write(json.dumps(r) + '\n')
-    return path
-
-def write_seed_folder(items: list[dict], folder) -> Path:
-    "Write the seed's per-question files: items with `name`, `task_type`, `pred`, `A` (+ `Q`, `video_name`)."
-    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
-    for it in items:
-        q = it.get('Q', "Question: q?\nOptions:\n(A) x\n(B) y" + QUESTION_SUFFIX)
-        d = dict(video_name=it.get('video_name', 'v.mp4'), prompt=q, pred=it['pred'], answer_id='x', Q=q,
-                 task_type=it['task_type'], A=it['A'])
-        (folder/f"{it['name']}.json").write_text(json.dumps(d))
-    return folder
 
 # %% ../../nbs/50_tokenaware.ipynb #11af9786
 def _split_spec(spec: str):
@@ -342,7 +316,7 @@ def dc_token_aware(
     miss = match_runs(lv, key=res['key']).describe_missing()
     print(f"{res['n_common']} questions in every level ({res['n_union']} in any)" + (f"\n{miss}" if miss else ''))
     print(f"token-aware subset: {res['n_subset']} questions (levels {res['levels']})")
-    print(accuracy_table(res).to_string(float_format=lambda x: f"{x:.4f}"))
+    print(subset_accuracy_table(res).to_string(float_format=lambda x: f"{x:.4f}"))
     write_subset(res, output)
     print(f"saved to {output}")
     return res

@@ -4,14 +4,13 @@
 
 # %% ../../nbs/13_datasets.ipynb #d508ddba
 from __future__ import annotations
-import json, logging, math, os, random
+import json, logging, os, random
 from dataclasses import dataclass
 from pathlib import Path
-import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 from ..cli import UserError, command
-from ..config import Geometry, IGNORE_INDEX, IMAGE_TOKEN_INDEX, DEFAULT_IMAGE_TOKEN, DEFAULT_VIDEO_TOKEN, load_json
+from ..config import Geometry, IGNORE_INDEX, load_json
 from .video import VideoError, load_clip, read_image, open_video
 from .processors import VideoProcessor, ContextProcessor
 from .conversation import tokenize_conversation, check_conversation, place_visual_tokens
@@ -20,7 +19,7 @@ _log = logging.getLogger(__name__)
 
 # %% auto #0
 __all__ = ['DEFAULT_DATA_ROOT', 'DATASETS', 'DATA_MIXES', 'DatasetSpec', 'data_root', 'ResolvedDataset', 'resolve_datasets',
-           'DataError', 'Record', 'check_entry', 'load_records', 'VideoInstructDataset', 'DataCollator',
+           'DataError', 'Record', 'check_entry', 'load_annotations', 'VideoInstructDataset', 'DataCollator',
            'ModalityLengthGroupedSampler', 'validate_annotations', 'dc_validate_data']
 
 # %% ../../nbs/13_datasets.ipynb #602b09d5
@@ -132,7 +131,7 @@ def check_entry(entry) -> list[str]:
     except ValueError as e: probs.append(str(e))
     return probs
 
-def load_records(datasets, skip_bad: bool = False) -> tuple[list[Record], list[str]]:
+def load_annotations(datasets, skip_bad: bool = False) -> tuple[list[Record], list[str]]:
     "Records of resolved datasets (or annotation paths); malformed entries raise, or are skipped and reported."
     if isinstance(datasets, (str, Path)): datasets = [ResolvedDataset(Path(datasets).stem, Path(datasets), Path(datasets).parent)]
     recs, skipped = [], []
@@ -158,7 +157,7 @@ class VideoInstructDataset(Dataset):
         self.max_length, self.skip_bad, self.backend = max_length, skip_bad, backend
         self.skip_log = Path(skip_log) if skip_log else None
         if isinstance(datasets, str) and not datasets.endswith('.json'): datasets = resolve_datasets(datasets)
-        self.records, self.skipped = load_records(datasets, skip_bad)
+        self.records, self.skipped = load_annotations(datasets, skip_bad)
         if max_samples: self.records = self.records[:max_samples]
         if self.skip_log and self.skip_log.exists(): self.skip_log.unlink()   # a fresh log per dataset (one per rank)
         for m in self.skipped: self._log_skip(m)

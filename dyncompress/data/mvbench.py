@@ -5,18 +5,19 @@
 # %% ../../nbs/14_mvbench_data.ipynb #913e635d
 from __future__ import annotations
 import json, warnings
-from dataclasses import dataclass, asdict, field
+from dataclasses import dataclass, asdict
 from pathlib import Path
 import numpy as np
 from ..cli import UserError
 from ..config import load_json, save_json
-from .video import (open_video, sample_frame_indices, uniform_sample, fill_to, read_image,
+from ..eval.scoring import check_protocol
+from .video import (open_video, sample_frame_indices, gather_frames, fill_to,
                                     FrameFolder, VideoError)
 
 # %% auto #0
-__all__ = ['MVBENCH_TASKS', 'TASK_TABLE', 'FRAME_FOLDER_FPS', 'PROTOCOLS', 'MVBenchTask', 'MVBenchItem', 'write_task_table',
-           'load_task_table', 'read_mvbench', 'missing_media', 'seed_frame_indices', 'seed_folder_indices',
-           'official_frame_indices', 'item_frame_indices', 'load_item_frames']
+__all__ = ['MVBENCH_TASKS', 'TASK_TABLE', 'FRAME_FOLDER_FPS', 'MVBenchTask', 'MVBenchItem', 'write_task_table', 'load_task_table',
+           'read_mvbench', 'missing_media', 'seed_frame_indices', 'seed_folder_indices', 'official_frame_indices',
+           'item_frame_indices', 'load_item_frames']
 
 # %% ../../nbs/14_mvbench_data.ipynb #7eb48e21
 @dataclass(frozen=True)
@@ -175,11 +176,9 @@ def official_frame_indices(max_frame: int, fps: float, n: int = 16, start=None, 
     return [int(start_idx + seg / 2 + np.round(seg * i)) for i in range(n)]
 
 # %% ../../nbs/14_mvbench_data.ipynb #448b1ca2
-PROTOCOLS = ('seed', 'official')
-
 def item_frame_indices(item: MVBenchItem, n: int = 16, protocol: str = 'seed', src=None) -> list[int]:
     "Indices (into the file's frames, or the folder's sorted listing) of `n` frames of `item`."
-    if protocol not in PROTOCOLS: raise ValueError(f"unknown protocol {protocol!r}; choose one of {PROTOCOLS}")
+    check_protocol(protocol)
     src = src or open_video(item.video, folder_fps=FRAME_FOLDER_FPS)
     folder = isinstance(src, FrameFolder)
     if protocol == 'seed':
@@ -197,9 +196,4 @@ def load_item_frames(item: MVBenchItem, num_frames: int = 16, num_context: int |
                      protocol: str = 'seed', backend: str | None = None):
     "`(video_frames, context_frames, indices)` uint8 `(T, H, W, 3)` for `item` under `protocol`."
     src = open_video(item.video, backend, folder_fps=FRAME_FOLDER_FPS)
-    idx = item_frame_indices(item, num_frames, protocol, src)
-    ctx = uniform_sample(idx, num_context or num_frames)
-    uniq = sorted(set(idx) | set(ctx))
-    frames = src.get(uniq)
-    at = {i: k for k, i in enumerate(uniq)}
-    return frames[[at[i] for i in idx]], frames[[at[i] for i in ctx]], idx
+    return gather_frames(src, item_frame_indices(item, num_frames, protocol, src), num_context or num_frames)

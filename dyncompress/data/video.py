@@ -13,7 +13,8 @@ from ..cli import UserError
 # %% auto #0
 __all__ = ['IMAGE_EXTS', 'BACKEND_ENV', 'VIDEO_BACKENDS', 'VideoError', 'check_backend', 'default_backend',
            'native_stderr_silenced', 'DecordVideo', 'PyAVVideo', 'FrameFolder', 'open_video', 'read_image',
-           'write_video', 'frame_bounds', 'fill_to', 'sample_frame_indices', 'uniform_sample', 'load_clip']
+           'write_video', 'frame_bounds', 'fill_to', 'sample_frame_indices', 'uniform_sample', 'gather_frames',
+           'load_clip']
 
 # %% ../../nbs/10_video.ipynb #09209d93
 class VideoError(UserError):
@@ -213,13 +214,19 @@ def uniform_sample(lst: list, n: int) -> list:
     step = len(lst) // n
     return [lst[i * step] for i in range(n)]
 
+# %% ../../nbs/10_video.ipynb #57a0cd28
+def gather_frames(src, indices: list[int], num_context: int):
+    "`(video_frames, context_frames, indices)` uint8 `(T, H, W, 3)` of the open video `src`: frames `indices`, context from them."
+    ctx_idx = uniform_sample(indices, num_context)
+    uniq = sorted(set(indices) | set(ctx_idx))
+    frames = src.get(uniq)                                   # each frame decoded once
+    at = {i: k for k, i in enumerate(uniq)}
+    return frames[[at[i] for i in indices]], frames[[at[i] for i in ctx_idx]], list(indices)
+
+# %% ../../nbs/10_video.ipynb #1392a854
 def load_clip(path, num_frames: int = 16, num_context: int | None = None, start: float | None = None,
               end: float | None = None, backend: str | None = None, indices: list[int] | None = None):
     "Read `(video_frames, context_frames, indices)` as uint8 `(T, H, W, 3)` arrays from a file or frame folder."
     src = open_video(path, backend)
     if indices is None: indices = sample_frame_indices(src.num_frames, src.fps, num_frames, start, end)
-    ctx_idx = uniform_sample(indices, num_context or num_frames)
-    uniq = sorted(set(indices) | set(ctx_idx))
-    frames = src.get(uniq)
-    at = {i: k for k, i in enumerate(uniq)}
-    return frames[[at[i] for i in indices]], frames[[at[i] for i in ctx_idx]], list(indices)
+    return gather_frames(src, indices, num_context or num_frames)

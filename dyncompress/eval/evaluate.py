@@ -4,20 +4,20 @@
 
 # %% ../../nbs/42_evaluate.ipynb #5f007078
 from __future__ import annotations
-import dataclasses, hashlib, json, math, os, time
+import hashlib, os, time
 from pathlib import Path
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 from transformers import GenerationConfig
 from ..cli import UserError, command
-from ..config import Geometry, IMAGE_TOKEN_INDEX, save_json, load_json, record_settings
+from ..config import Geometry, save_json, load_json, record_settings
 from ..data.conversation import tokenizer_image_token
 from ..data.video import VideoError, default_backend
 from ..pooling import visual_token_count, parse_pool_levels
 from .scoring import (build_prompt, answer_text, score, ground_truth, check_protocol, write_tables,
                                       summary_table, LETTERS)
-from .records import (RecordStore, RECORD_FIELDS, completeness, completeness_line, check_record,
+from .records import (RecordStore, completeness, completeness_line, check_record,
                                       export_seed_folder)
 
 # %% auto #0
@@ -25,7 +25,8 @@ __all__ = ['WEIGHT_SUFFIXES', 'NOT_WEIGHTS', 'DIGEST_PART', 'EVAL_SETTINGS', 'to
            'EvalDataset', 'collate_eval', 'letter_ids', 'answer_batch', 'batch_features', 'evaluate', 'task_titles',
            'seed_video_name', 'finish', 'file_digest', 'model_identity', 'eval_settings', 'record_eval_settings',
            'check_writable', 'check_counts', 'synthetic_root', 'load_items', 'run_evaluation', 'dc_evaluate',
-           'flops_table', 'seed_style_answers', 'time_stages', 'benchmark', 'format_benchmark', 'dc_eval_benchmark']
+           'param_flops_table', 'seed_style_answers', 'time_stages', 'benchmark', 'format_benchmark',
+           'dc_eval_benchmark']
 
 # %% ../../nbs/42_evaluate.ipynb #d597f523
 def tokenize_prompt(prompt: str, tokenizer) -> list[int]:
@@ -90,12 +91,6 @@ def collate_eval(batch: list[dict]) -> dict:
                 context_images=torch.stack([b['context_images'] for b in dec]) if dec else None)
 
 # %% ../../nbs/42_evaluate.ipynb #d4f3f4fb
-def _select(features, idx):
-    "Rows `idx` of a features object (a tensor, or a dataclass of tensors)."
-    if torch.is_tensor(features): return features[idx]
-    return dataclasses.replace(features, **{f.name: getattr(features, f.name)[idx] for f in dataclasses.fields(features)
-                                           if torch.is_tensor(getattr(features, f.name))})
-
 def letter_ids(tokenizer, n: int = len(LETTERS)) -> list[int] | None:
     "Token ids of the option letters, or None if some letter is not a single token."
     ids = [tokenizer(L, add_special_tokens=False)['input_ids'] for L in LETTERS[:n]]
@@ -146,10 +141,6 @@ def batch_features(model, batch, cache=None, device=None):
         vs.append(v.to(device)); cs.append(c.to(device))
     return VisualFeatures(torch.stack(vs), torch.stack(cs))                  # (Nok, F, Gv*Gv, Dv), (Nok, C, Gi*Gi, Di)
 
-def _geometry(model) -> Geometry:
-    g = getattr(model.config, 'geometry', None)
-    return Geometry.from_dict(g) if isinstance(g, dict) else (g or Geometry())
-
 def _base_record(it, prompt, pool_level, protocol, geom) -> dict:
     return dict(qid=it.qid, task=it.task, video=str(it.video), question=it.question, candidates=list(it.candidates),
                 answer_idx=int(it.answer_idx), gt=ground_truth(it.candidates, it.answer_idx), prompt=prompt,
@@ -189,7 +180,7 @@ def evaluate(model, tokenizer, items, out_dir, pool_levels=(1, 2, 4, 8, 16), pro
              feature_cache=None) -> dict:
     "Evaluate `items` at every level in `pool_levels`, appending records under `out_dir`; returns counts."
     pool_levels, _ = list(parse_pool_levels(pool_levels)), default_backend()    # bad input refused before any work
-    protocol, geom = check_protocol(protocol), _geometry(model)
+    protocol, geom = check_protocol(protocol), model.geom
     dev = next(model.parameters()).device
     if group_by_length is None: group_by_length = dev.type == 'cpu'
     store = RecordStore(out_dir, rank)
@@ -222,7 +213,7 @@ def evaluate(model, tokenizer, items, out_dir, pool_levels=(1, 2, 4, 8, 16), pro
                 t = time.perf_counter()
                 for g in _groups(rows, lambda k: len(seqs[ok[k]]), group_by_length):
                     ids, mask = left_pad([seqs[ok[k]] for k in g], tokenizer.pad_token_id)
-                    out = answer_batch(model, tokenizer, ids.to(dev), mask.to(dev), _select(feats, g), b, protocol,
+                    out = answer_batch(model, tokenizer, ids.to(dev), mask.to(dev), feats.select(g), b, protocol,
                                        max_new_tokens, [len(items[ok[k]].candidates) for k in g])
                     for k, a in zip(g, out):
                         answers[b][ok[k]] = a
@@ -444,9 +435,9 @@ def dc_evaluate(
 # %% ../../nbs/42_evaluate.ipynb #a0777498
 def _nparams(module) -> int: return sum(p.numel() for p in module.parameters()) if module is not None else 0
 
-def flops_table(model, prompt_len: int, pool_levels) -> list[dict]:
+def param_flops_table(model, prompt_len: int, pool_levels) -> list[dict]:
     "Per level: visual tokens, tower FLOPs per video and LLM prefill FLOPs per question (estimates)."
-    geom, cfg = _geometry(model), model.config
+    geom, cfg = model.geom, model.config
     vt, it = getattr(model, 'video_tower', None), getattr(model, 'image_tower', None)
     v_tokens = geom.num_frames * geom.video_grid ** 2 + geom.num_chunks          # + one CLS per chunk
     c_tokens = geom.num_context_images * (geom.image_grid ** 2 + 1)
@@ -464,7 +455,7 @@ def flops_table(model, prompt_len: int, pool_levels) -> list[dict]:
 @torch.inference_mode()
 def seed_style_answers(model, tokenizer, items, pool_levels, protocol='seed', max_new_tokens=1024) -> dict:
     "The seed's loop: per level, per question, decode + encode + generate with batch 1; {(qid, level): token ids}."
-    geom, dev = _geometry(model), next(model.parameters()).device
+    geom, dev = model.geom, next(model.parameters()).device
     eos = tokenizer.convert_tokens_to_ids('<|im_end|>')
     ds, out = EvalDataset(items, tokenizer, geom, protocol), {}
     for b in pool_levels:
@@ -482,7 +473,7 @@ def seed_style_answers(model, tokenizer, items, pool_levels, protocol='seed', ma
 @torch.inference_mode()
 def time_stages(model, tokenizer, items, pool_levels, protocol='seed', batch_size=8, repeats=3) -> list[dict]:
     "Measured tower time per video (batched) and LLM prefill time per question (unpadded, one at a time) per level."
-    geom, dev = _geometry(model), next(model.parameters()).device
+    geom, dev = model.geom, next(model.parameters()).device
     ds = EvalDataset(items[:batch_size], tokenizer, geom, protocol)
     batch = collate_eval([ds[p] for p in range(len(ds))])
     if not batch['ok']: raise ValueError("no decodable video among the timed items")
@@ -499,9 +490,9 @@ def time_stages(model, tokenizer, items, pool_levels, protocol='seed', batch_siz
     vids, ctx = batch['videos'].to(dev), batch['context_images'].to(dev)
     feats = model.encode(vids, ctx)
     t_tower = med(lambda: model.encode(vids, ctx)) / n
-    rows = flops_table(model, round(sum(s.shape[1] for s in seqs) / n), pool_levels)
+    rows = param_flops_table(model, round(sum(s.shape[1] for s in seqs) / n), pool_levels)
     for r in rows:
-        prefill = lambda: [model(input_ids=s, features=_select(feats, [i]), pool_level=r['pool_level'])
+        prefill = lambda: [model(input_ids=s, features=feats.select([i]), pool_level=r['pool_level'])
                            for i, s in enumerate(seqs)]
         r['tower_ms_per_video'] = 1e3 * t_tower
         r['llm_prefill_ms_per_question'] = 1e3 * med(prefill) / n
