@@ -353,9 +353,8 @@ def _sentence_savings(ft: pd.DataFrame, dom: dict) -> str:
         out.append(f"`{p}` from b={b} to b={last}: {tok * 100:.0f}% fewer visual tokens, {fl * 100:.0f}% fewer FLOPs")
     return ("Past that level, compression saves little end to end: " + "; ".join(out) + ".") if out else ""
 
-def _report_md(recs, meta, levels, m, overall, q, pol, costs, cost_note, has_flops, sub, ft, dom, plots, out, gt=None,
-               cal_lines=()) -> str:
-    rel = lambda p: Path(p).relative_to(out).as_posix()
+def _md_run(recs, meta, levels, m, out) -> list[str]:
+    "Title and 'What was run': the run's settings, question counts and the questions missing at some level."
     title = meta.get('experiment', out.name)
     L = [f"# Dynamic compression report: {title}", "",
          f"Generated {datetime.datetime.now().isoformat(timespec='seconds')} by `dyncompress.analysis.report`; every "
@@ -366,19 +365,28 @@ def _report_md(recs, meta, levels, m, overall, q, pol, costs, cost_note, has_flo
     L += [f"- **{k}**: {v}" for k, v in info.items()] + [""]
     miss = m.describe_missing()
     if miss: L += ["Questions missing at some level (left out of the matched comparisons):", "", "```", miss, "```", ""]
+    return L
+
+# %% ../../nbs/52_report.ipynb #698b07ab
+def _md_accuracy(recs, overall, q, gt, plots, rel) -> list[str]:
+    "'Accuracy by pool level': overall and per-task tables with their plots."
     ch = chance_level(recs)
-    L += ["## Accuracy by pool level", "", "Accuracies carry their 95% Wilson score interval.", "", to_markdown(overall)]
+    L = ["## Accuracy by pool level", "", "Accuracies carry their 95% Wilson score interval.", "", to_markdown(overall)]
     if not np.isnan(ch): L += [f"Chance (a uniform guess among each question's options): {ch:.1f}%.", ""]
     if gt is not None: L += ["By task group:", "", to_markdown(gt)]
-    L += [f"![accuracy vs pool level]({rel(plots['accuracy'])})", "",
-          "### Per task", "", to_markdown(q), f"![per-task heatmap]({rel(plots['heatmap'])})", ""]
+    return L + [f"![accuracy vs pool level]({rel(plots['accuracy'])})", "",
+                "### Per task", "", to_markdown(q), f"![per-task heatmap]({rel(plots['heatmap'])})", ""]
+
+# %% ../../nbs/52_report.ipynb #c91ef20a
+def _md_policies(levels, m, pol, cost_note, plots, rel) -> list[str]:
+    "'Dynamic compression': fixed, oracle and cascade policies on the matched questions."
     fine, coarse = levels[0], levels[-1]
     fx = pol[pol.policy == 'fixed'].set_index('param')
     orc = pol[pol.policy == 'oracle'].iloc[0]
     ca = pol[pol.policy == 'cascade']
     target = fx.loc[fine, 'accuracy']
     reach = ca[ca.accuracy >= target - 1e-12].sort_values('visual_tokens')
-    L += ["## Dynamic compression", "",
+    return ["## Dynamic compression", "",
           "Policies on the same matched questions. *Fixed*: every question at one level. *Oracle*: each question at "
           "the coarsest level that still answers right (an upper bound: it knows the answers). *Cascade(τ)*: answer "
           "at the coarsest level, go one level finer while the probability of the chosen option is below τ; its cost "
@@ -397,33 +405,53 @@ def _report_md(recs, meta, levels, m, overall, q, pol, costs, cost_note, has_flo
              "no option); the cascade treats them as unsure."] if m.confidence.isna().any().any() else []), "",
           f"Costs: {cost_note}.", "", to_markdown(_fmt_policy(_policy_rows(pol), m.n_common), 2),
           "Full curve: `policies.csv`.", "", f"![accuracy vs visual tokens]({rel(plots['tokens'])})", ""]
-    if has_flops:
-        share = costs.fixed / costs.flops(coarse)
-        L += [f"![accuracy vs end-to-end FLOPs]({rel(plots['flops'])})", "",
-              f"End to end, going from b={fine} to b={coarse} cuts the visual tokens by "
-              f"{(1 - costs.tokens[coarse] / costs.tokens[fine]) * 100:.1f}% but the FLOPs per question only by "
-              f"{(1 - costs.flops(coarse) / costs.flops(fine)) * 100:.1f}%: the towers and projectors "
-              f"({costs.fixed / 1e9:.3g} GFLOPs) do not shrink with pooling and are {share * 100:.0f}% of the cost at b={coarse}.", ""]
-    L += list(cal_lines)
+
+# %% ../../nbs/52_report.ipynb #9f73673f
+def _md_run_flops(levels, costs, plots, rel) -> list[str]:
+    "The run's accuracy-vs-FLOPs plot and the share of the fixed (tower + projector) cost at the coarsest level."
+    fine, coarse = levels[0], levels[-1]
+    share = costs.fixed / costs.flops(coarse)
+    return [f"![accuracy vs end-to-end FLOPs]({rel(plots['flops'])})", "",
+            f"End to end, going from b={fine} to b={coarse} cuts the visual tokens by "
+            f"{(1 - costs.tokens[coarse] / costs.tokens[fine]) * 100:.1f}% but the FLOPs per question only by "
+            f"{(1 - costs.flops(coarse) / costs.flops(fine)) * 100:.1f}%: the towers and projectors "
+            f"({costs.fixed / 1e9:.3g} GFLOPs) do not shrink with pooling and are {share * 100:.0f}% of the cost at b={coarse}.", ""]
+
+# %% ../../nbs/52_report.ipynb #4f1f2ef0
+def _md_preset_flops(ft, dom) -> list[str]:
+    "'End-to-end FLOPs at the real presets': towers, projectors and LLM prefill per question, in TFLOPs."
     t = ft.assign(**{c: ft[c] / 1e12 for c in ('towers', 'projectors', 'llm', 'total')}, towers_share=ft.towers_share * 100)
     t = t[['preset', 'pool_level', 'visual_tokens', 'towers', 'projectors', 'llm', 'total', 'towers_share']].set_index('preset')
-    L += ["### End-to-end FLOPs at the real presets", "",
+    return ["### End-to-end FLOPs at the real presets", "",
           "Per question, TFLOPs (InternVideo2-1B on 4-frame chunks + CLIP ViT-L/14-336 on the context frames, both "
           f"to their second-to-last layer; Qwen2.5 prefill over visual + {TEXT_TOKENS} text tokens):", "",
           to_markdown(t.rename(columns={'towers_share': 'towers share (%)'}), 2),
           f"The towers cost more than the LLM prefill — {_sentence_dominate(dom)}.", _sentence_savings(ft, dom), ""]
-    if sub is not None:
-        at = subset_accuracy_table(sub).copy()
-        at.insert(at.columns.get_loc('all') + 1, 'all: 95% interval',
-                  [accuracy_text(int(round(a * n)), n).split(' ', 1)[1] for a, n in zip(at['all'], at.n_all)])
-        at[['subset', 'all']] *= 100
-        L += ["## Token-aware subset", "",
-              f"Questions right at b={sub['levels'][0]}, wrong at b={sub['levels'][-1]} and never improving as compression "
-              f"grows (levels {sub['levels']}): **{sub['n_subset']}** of {sub['n_common']} ({sub['n_subset'] / max(sub['n_common'], 1) * 100:.1f}%). "
-              "Written to `token_aware_subset.json`.", "", to_markdown(at.rename(columns={'subset': 'subset acc (%)', 'all': 'all acc (%)'}), 1),
-              "Correctness patterns (1 = right; levels fine → coarse):", "",
-              to_markdown(pd.Series(sub['patterns'], name='questions').rename_axis('pattern').to_frame()),
-              f"![token-aware subset]({rel(plots['subset'])})", ""]
+
+# %% ../../nbs/52_report.ipynb #fa36d4d3
+def _md_subset(sub, plots, rel) -> list[str]:
+    "'Token-aware subset': its size, per-run accuracy (with the interval on all questions) and correctness patterns."
+    at = subset_accuracy_table(sub).copy()
+    at.insert(at.columns.get_loc('all') + 1, 'all: 95% interval',
+              [accuracy_text(int(round(a * n)), n).split(' ', 1)[1] for a, n in zip(at['all'], at.n_all)])
+    at[['subset', 'all']] *= 100
+    return ["## Token-aware subset", "",
+          f"Questions right at b={sub['levels'][0]}, wrong at b={sub['levels'][-1]} and never improving as compression "
+          f"grows (levels {sub['levels']}): **{sub['n_subset']}** of {sub['n_common']} ({sub['n_subset'] / max(sub['n_common'], 1) * 100:.1f}%). "
+          "Written to `token_aware_subset.json`.", "", to_markdown(at.rename(columns={'subset': 'subset acc (%)', 'all': 'all acc (%)'}), 1),
+          "Correctness patterns (1 = right; levels fine → coarse):", "",
+          to_markdown(pd.Series(sub['patterns'], name='questions').rename_axis('pattern').to_frame()),
+          f"![token-aware subset]({rel(plots['subset'])})", ""]
+
+# %% ../../nbs/52_report.ipynb #ddd95ca2
+def _report_md(recs, meta, levels, m, overall, q, pol, costs, cost_note, has_flops, sub, ft, dom, plots, out, gt=None,
+               cal_lines=()) -> str:
+    rel = lambda p: Path(p).relative_to(out).as_posix()
+    L = _md_run(recs, meta, levels, m, out) + _md_accuracy(recs, overall, q, gt, plots, rel)
+    L += _md_policies(levels, m, pol, cost_note, plots, rel)
+    if has_flops: L += _md_run_flops(levels, costs, plots, rel)
+    L += list(cal_lines) + _md_preset_flops(ft, dom)
+    if sub is not None: L += _md_subset(sub, plots, rel)
     return '\n'.join(L)
 
 # %% ../../nbs/52_report.ipynb #8591b93c
