@@ -4,7 +4,7 @@
 
 # %% ../nbs/60_sweep.ipynb #00cac8c0
 from __future__ import annotations
-import json, sys, time
+import json, time
 from pathlib import Path
 from .config import save_json, record_settings
 from .cli import UserError

@@ -17,7 +17,6 @@ import json
 from pathlib import Path
 import numpy as np
 import pytest
-import torch
 
 # Qwen2.5's added tokens, in id order from 151643 (tokenizer.json of Qwen/Qwen2.5-1.5B-Instruct); the last 8 are
 # added but not "special" there (decoding with skip_special_tokens keeps them).
