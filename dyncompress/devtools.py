@@ -10,7 +10,8 @@ from pathlib import Path
 from .cli import UserError, command
 
 # %% auto #0
-__all__ = ['README_HEADER', 'render_readme', 'dc_readme', 'library_notebooks', 'notebooks_without_outputs', 'dc_check']
+__all__ = ['README_HEADER', 'render_readme', 'dc_readme', 'library_notebooks', 'notebooks_without_outputs', 'unused_imports',
+           'dc_check']
 
 # %% ../nbs/99_devtools.ipynb #52eaa6ab
 README_HEADER = "<!-- generated from nbs/index.ipynb by `dc_readme`; edit the notebook, not this file -->\n\n"
@@ -62,6 +63,15 @@ def notebooks_without_outputs(nbs: Path) -> list[Path]:
     def shows(p): return any(c.cell_type == 'code' and c.get('outputs') for c in nbformat.read(str(p), as_version=4).cells)
     return [p for p in library_notebooks(nbs) if re.match(r'\d', p.name) and not shows(p)]
 
+# %% ../nbs/99_devtools.ipynb #f2075acc
+def unused_imports(path) -> list[str]:
+    "ruff's F401 (unused import) and F841 (unused variable) findings under `path`, one line each."
+    env = {k: v for k, v in os.environ.items() if k != 'FORCE_COLOR'} | {'NO_COLOR': '1'}   # Jupyter forces colour
+    r = subprocess.run([sys.executable, '-m', 'ruff', 'check', '--select', 'F401,F841', '--output-format', 'concise',
+                        '--no-cache', str(path)], capture_output=True, text=True, env=env)
+    if r.returncode not in (0, 1): raise RuntimeError(f"ruff failed on {path}: {r.stderr.strip()}")
+    return [l for l in r.stdout.splitlines() if ': F' in l]
+
 # %% ../nbs/99_devtools.ipynb #9c99a01e
 def _git_status(root) -> str:
     return subprocess.run(['git', 'status', '--porcelain'], cwd=root, capture_output=True, text=True).stdout
@@ -111,6 +121,9 @@ def dc_check(
         blank = notebooks_without_outputs(root/'nbs')
         step('every numbered notebook shows an output', not blank)
         if blank: print('no saved outputs:', ', '.join(p.name for p in blank))
+    unused = unused_imports(root/'dyncompress')
+    step('no unused imports or variables in dyncompress/ (ruff F401, F841)', not unused)
+    if unused: print('\n'.join(unused))
 
     cfg = get_config()
     nbs = library_notebooks(root/'nbs')
