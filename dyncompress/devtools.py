@@ -95,7 +95,7 @@ def dc_check(
     allow_dirty: bool = False,  # run even if the checkout has uncommitted changes (for local work)
     flags: str = '',            # extra test flags to run (e.g. "slow")
     n_workers: int = 0,         # notebook-test workers (0: the number of CPUs, at most 4)
-    require_outputs: bool = False,  # fail when a numbered notebook has no saved code-cell output
+    allow_no_outputs: bool = False, # do not fail when a numbered notebook has no saved code-cell output
 ):
     "What `make test` runs: sync checks, notebook tests, pytest; ends with `N passed, N failed`."
     from nbdev.test import test_nb
@@ -117,7 +117,7 @@ def dc_check(
     try: dc_readme.__wrapped__(check=True); step('README.md in sync with nbs/index.ipynb', True)
     except SystemExit as e: print(e); step('README.md in sync with nbs/index.ipynb', False)
 
-    if require_outputs:
+    if not allow_no_outputs:
         blank = notebooks_without_outputs(root/'nbs')
         step('every numbered notebook shows an output', not blank)
         if blank: print('no saved outputs:', ', '.join(p.name for p in blank))
