@@ -1,5 +1,5 @@
 """The end-to-end sweep (what `make demo` runs), at smoke size: every step, the report, and a resume that skips."""
-import json, subprocess, sys
+import json, os, subprocess, sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -8,14 +8,16 @@ ROOT = Path(__file__).resolve().parents[1]
 def _sweep(out: Path, finetune_steps: int = 2, ok: bool = True):
     cmd = [sys.executable, "-m", "papermill", str(ROOT / "nbs" / "sweep.ipynb"), str(out / "sweep.ipynb"), "--log-output",
            "-p", "experiment", "smoke", "-p", "pool_levels", "4,16", "-p", "pretrain_steps", "1", "-p", "finetune_steps",
-           str(finetune_steps), "-p", "multi_steps", str(finetune_steps), "-p", "n_train", "4", "-p", "n_eval", "2"]
-    r = subprocess.run(cmd, cwd=out, capture_output=True, text=True)
+           str(finetune_steps), "-p", "multi_steps", str(finetune_steps), "-p", "n_train", "4", "-p", "n_eval", "2",
+           "-p", "nbs_dir", str(out / "nbs")]
+    env = {**os.environ, "DC_RUNS": str(out / "runs")}        # runs go under $DC_RUNS (default: the repository's runs/)
+    r = subprocess.run(cmd, cwd=out, capture_output=True, text=True, env=env)
     assert (r.returncode == 0) == ok, r.stderr[-3000:]
     return r.stderr + r.stdout
 
 
 def test_sweep_runs_and_resumes(tmp_path):
-    nbs = tmp_path / "nbs"; nbs.mkdir()                      # the sweep writes runs/ next to the notebooks it runs
+    nbs = tmp_path / "nbs"; nbs.mkdir()                      # the sweep runs these copies (its nbs_dir parameter)
     for nb in ("sweep", "pretrain", "finetune", "evaluate"):
         (nbs / f"{nb}.ipynb").write_text((ROOT / "nbs" / f"{nb}.ipynb").read_text())
     log = _sweep(tmp_path)
