@@ -15,13 +15,13 @@ from ..model.internvideo2 import InternVideo2Config, INTERNVIDEO2_1B
 from ..model.clip import clip_l14_336_config
 
 # %% auto #0
-__all__ = ['INTERNVIDEO2_1B_DIMS', 'CLIP_L14_336_DIMS', 'LLM_DIMS', 'TEXT_TOKENS', 'PRESET_COSTS', 'TowerDims', 'tower_dims',
-           'LLMDims', 'vit_flops', 'llm_prefill_flops', 'projector_flops', 'flops_per_question', 'flops_table',
-           'towers_dominate_from', 'LevelCosts', 'level_costs', 'matched_levels', 'fixed_levels', 'oracle_levels',
-           'oracle', 'cascade_chain', 'chain_text', 'cascade_stops', 'cascade', 'cascade_curve', 'compare_policies',
-           'calibration_split', 'matched_subset', 'candidate_chains', 'choose_threshold', 'CalibratedCascade',
-           'paired_bootstrap', 'calibrated_cascade', 'preset_level_costs', 'flops_text', 'towers_vs_llm_text',
-           'cascade_live', 'costs_from_model_config']
+__all__ = ['INTERNVIDEO2_1B_DIMS', 'CLIP_L14_336_DIMS', 'LLM_DIMS', 'TEXT_TOKENS', 'PRESET_COSTS', 'TAU_BLOCK', 'TowerDims',
+           'tower_dims', 'LLMDims', 'vit_flops', 'llm_prefill_flops', 'projector_flops', 'flops_per_question',
+           'flops_table', 'towers_dominate_from', 'LevelCosts', 'level_costs', 'matched_levels', 'fixed_levels',
+           'oracle_levels', 'oracle', 'cascade_chain', 'chain_text', 'cascade_stops', 'cascade', 'cascade_curve',
+           'compare_policies', 'calibration_split', 'matched_subset', 'candidate_chains', 'choose_threshold',
+           'CalibratedCascade', 'paired_bootstrap', 'calibrated_cascade', 'preset_level_costs', 'flops_text',
+           'towers_vs_llm_text', 'cascade_live', 'costs_from_model_config']
 
 # %% ../../nbs/51_dynamic.ipynb #97ac0048
 @dataclass(frozen=True)
@@ -215,13 +215,31 @@ def cascade(m: Matched, tau: float, costs: LevelCosts | None = None, chain=None)
                 visual_tokens=float(cum_tok[pos].mean()), flops=float(costs.fixed + cum_llm[pos].mean()),
                 passes=float((pos + 1).mean()), chain=chain_text(levels))
 
+TAU_BLOCK = 256                        # thresholds evaluated at once by `cascade_curve` (memory: block × questions × levels)
+
 def cascade_curve(m: Matched, taus=None, costs: LevelCosts | None = None, chain=None) -> pd.DataFrame:
-    "The cascade over `chain` swept over thresholds (default: 0, every distinct confidence, and +inf)."
+    "The cascade over `chain` swept over thresholds (default: 0, every distinct confidence, and +inf); `cascade` at each τ, vectorised."
     if taus is None:
         conf = m.confidence.to_numpy(dtype=float)
         taus = np.unique(np.concatenate([[0.0], conf[np.isfinite(conf)], [np.inf]]))
     costs = _costs_for(m, costs)
-    return pd.DataFrame([cascade(m, t, costs, chain) for t in taus])
+    levels = cascade_chain(m, chain)
+    taus = np.asarray(list(taus), dtype=float)
+    conf = np.nan_to_num(m.confidence[levels].to_numpy(dtype=float), nan=-np.inf)       # (Q, L), coarse -> fine
+    right = m.correct[levels].to_numpy()
+    cum_tok = np.cumsum([costs.tokens[b] for b in levels])
+    cum_llm = np.cumsum([costs.llm.get(b, np.nan) for b in levels])
+    q = np.arange(len(conf))[None]
+    cols = {k: [] for k in ('accuracy', 'visual_tokens', 'flops', 'passes')}
+    for i in range(0, len(taus), TAU_BLOCK):
+        stop = conf[None] >= taus[i:i + TAU_BLOCK, None, None]                            # (T, Q, L)
+        stop[..., -1] = True                                                              # the last level answers
+        pos = stop.argmax(2)                                                              # (T, Q): where each stops
+        mean = (lambda a: a.mean(1)) if len(conf) else (lambda a: np.full(len(a), np.nan))
+        cols['accuracy'].append(mean(right[q, pos].astype(float))); cols['visual_tokens'].append(mean(cum_tok[pos]))
+        cols['flops'].append(costs.fixed + mean(cum_llm[pos])); cols['passes'].append(mean(pos + 1.0))
+    out = pd.DataFrame({'policy': 'cascade', 'param': taus, **{k: np.concatenate(v) if v else np.zeros(0) for k, v in cols.items()}})
+    return out.assign(chain=chain_text(levels))
 
 def compare_policies(m: Matched, costs: LevelCosts | None = None, taus=None) -> pd.DataFrame:
     "Fixed levels, the oracle and the cascade curve in one table (same questions, same costs)."
