@@ -204,16 +204,8 @@ def cascade_stops(m: Matched, tau: float, chain=None) -> pd.Series:
 
 def cascade(m: Matched, tau: float, costs: LevelCosts | None = None, chain=None) -> dict:
     "Accuracy and mean cost of the confidence cascade at threshold `tau` over `chain` (default: every level)."
-    costs = _costs_for(m, costs)
-    levels = cascade_chain(m, chain)
-    stops = cascade_stops(m, tau, levels)
-    pos = stops.map({b: i for i, b in enumerate(levels)}).to_numpy()
-    corr = m.correct[levels].to_numpy()[np.arange(len(pos)), pos]
-    cum_tok = np.cumsum([costs.tokens[b] for b in levels])
-    cum_llm = np.cumsum([costs.llm.get(b, np.nan) for b in levels])
-    return dict(policy='cascade', param=float(tau), accuracy=float(corr.mean()) if len(corr) else np.nan,
-                visual_tokens=float(cum_tok[pos].mean()), flops=float(costs.fixed + cum_llm[pos].mean()),
-                passes=float((pos + 1).mean()), chain=chain_text(levels))
+    r = cascade_curve(m, [tau], costs, chain).iloc[0]
+    return {k: (float(v) if k not in ('policy', 'chain') else v) for k, v in r.items()}
 
 TAU_BLOCK = 256                        # thresholds evaluated at once by `cascade_curve` (memory: block × questions × levels)
 

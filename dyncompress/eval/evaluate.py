@@ -319,8 +319,7 @@ def _dtype_name(dtype) -> str | None:
 def eval_settings(model, mvbench_root, pool_levels, protocol='seed', max_new_tokens=8, model_base=None, dtype=None,
                   n_synthetic=None) -> dict:
     "What shapes an evaluation's records (recorded in `eval_settings.json`; `pool_levels` may grow)."
-    try: check_protocol(protocol)
-    except ValueError as e: raise UserError(str(e)) from None
+    check_protocol(protocol)
     (name, weights), (base, base_weights) = model_identity(model), model_identity(model_base)
     return dict(model=name, model_weights=weights, model_base=base, model_base_weights=base_weights,
                 dtype=_dtype_name(dtype), protocol=protocol,

@@ -8,6 +8,7 @@ import re, string
 from pathlib import Path
 import pandas as pd
 from ..data import conversation
+from ..cli import UserError
 
 # %% auto #0
 __all__ = ['LETTERS', 'PROTOCOLS', 'MVBENCH_SYSTEM', 'QUESTION_SUFFIX', 'OFFICIAL_ANSWER_PREFIX', 'Z95', 'SCORERS',
@@ -45,7 +46,7 @@ QUESTION_SUFFIX = "\nOnly give the best option."
 OFFICIAL_ANSWER_PREFIX = "Best option:("
 
 def check_protocol(protocol: str) -> str:
-    if protocol not in PROTOCOLS: raise ValueError(f"unknown protocol {protocol!r}; choose one of {PROTOCOLS}")
+    if protocol not in PROTOCOLS: raise UserError(f"unknown protocol {protocol!r}; choose one of {PROTOCOLS}")
     return protocol
 
 # %% ../../nbs/40_scoring.ipynb #5f716ba8
