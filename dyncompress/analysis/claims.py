@@ -139,6 +139,7 @@ def claim_dynamic(multi, costs: LevelCosts | None = None, projected: str | None 
     try: cc = calibrated_cascade(m, costs, fraction, split_seed, tolerance, cost_models=models)
     except ValueError as e: return Claim(name, False, f"calibrated cascade not computed: {e}")
     ca, best = cc.cascade, cc.best_fixed
+    orc = cc.policies[cc.policies.policy == 'oracle'].iloc[0]          # the oracle: the fewest tokens any policy needs for its accuracy
     gap, tok = ca.accuracy - best.accuracy, ca.visual_tokens / best.visual_tokens
     ok = gap >= -within - 1e-12 and tok <= max_token_fraction + 1e-12
     fl = [f"{n}: {flops_text(ca[f'flops {n}'])} vs {flops_text(best[f'flops {n}'])} at b={int(best.param)} "
@@ -149,9 +150,11 @@ def claim_dynamic(multi, costs: LevelCosts | None = None, projected: str | None 
             f"seed {split_seed}): cascade {accuracy_text(ca.right, ca.n)} vs best fixed b={int(best.param)} "
             f"{accuracy_text(best.right, best.n)} ({gap * 100:+.1f} points, paired 95% [{cc.difference['lo']:+.1f}, "
             f"{cc.difference['hi']:+.1f}]; must be ≥ {-within * 100:.0f}), at {ca.visual_tokens:.0f} of {best.visual_tokens:.0f} "
-            f"visual tokens ({tok * 100:.0f}%, must be ≤ {max_token_fraction * 100:.0f}%); FLOPs per question, "
+            f"visual tokens ({tok * 100:.0f}%, must be ≤ {max_token_fraction * 100:.0f}%; the oracle: "
+            f"{accuracy_text(orc.right, orc.n)} at {orc.visual_tokens / best.visual_tokens * 100:.0f}%); FLOPs per question, "
             + ("; ".join(fl) if fl else "not computed (no cost model)"))
     nums = dict(tau=cc.tau, chain=list(cc.chain), n_report=cc.n_report, n_calibration=cc.n_calibration, cascade=float(ca.accuracy),
+                oracle_token_fraction=float(orc.visual_tokens / best.visual_tokens),
                 best_level=int(best.param), best=float(best.accuracy), token_fraction=float(tok),
                 flops_fraction={n: float(ca[f'flops {n}'] / best[f'flops {n}']) for n in models})
     return Claim(name, bool(ok), line, nums)

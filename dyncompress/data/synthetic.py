@@ -15,11 +15,11 @@ from .mvbench import MVBenchTask, write_task_table
 from ..eval.scoring import question_text, option_letter   # the evaluation's own prompt text
 
 # %% auto #0
-__all__ = ['PALETTE', 'SHAPES', 'NUMBERS', 'DIRECTIONS', 'SYNTHETIC_TASKS', 'BIG_SIDE', 'FADES', 'DEFAULT_TASKS', 'SPLIT_IDS',
-           'GENERATOR_VERSION', 'OPTION_ORDERS', 'shape_mask', 'paint', 'ClipSpec', 'task_count_crosses',
+__all__ = ['PALETTE', 'SHAPES', 'NUMBERS', 'DIRECTIONS', 'SYNTHETIC_TASKS', 'BIG_SIDE', 'FADES', 'SIDES', 'DEFAULT_TASKS',
+           'SPLIT_IDS', 'GENERATOR_VERSION', 'OPTION_ORDERS', 'shape_mask', 'paint', 'ClipSpec', 'task_count_crosses',
            'task_small_color', 'task_small_shape', 'task_direction', 'task_flash_count', 'task_color_order',
            'SyntheticTask', 'task_spot_color', 'task_odd_color', 'task_big_color', 'task_last_color', 'task_fade',
-           'make_items', 'make_synthetic', 'dc_make_synthetic']
+           'task_half_side', 'make_items', 'write_mvbench_split', 'make_synthetic', 'dc_make_synthetic']
 
 # %% ../../nbs/15_synthetic.ipynb #d4cde012
 PALETTE = {'red': (220, 40, 40), 'green': (40, 190, 60), 'blue': (50, 90, 235), 'yellow': (235, 215, 40)}
@@ -240,17 +240,32 @@ def task_fade(rng, v, spec):
     return frames, "How does the brightness of the screen change?", a, [f for f in FADES if f != a], f"The screen gets {a}."
 
 # %% ../../nbs/15_synthetic.ipynb #f6fd440f
+SIDES = ('left', 'right', 'top', 'bottom')
+
+def task_half_side(rng, v, spec):
+    "One half of the screen, side `SIDES[v]`, is coloured (coarse and spatial: the 2×2 context grid at pool 16 shows it)."
+    c = list(PALETTE)[int(rng.integers(4))]
+    img, h = _bg(rng, spec), spec.size // 2
+    shade = np.clip(np.array(PALETTE[c]) + rng.integers(-20, 21, 3), 0, 255)         # per-clip nuisance
+    half = {'left': np.s_[:, :h], 'right': np.s_[:, h:], 'top': np.s_[:h, :], 'bottom': np.s_[h:, :]}[SIDES[v]]
+    img[half] = shade
+    a = SIDES[v]
+    return (_still(img, spec), "Which half of the screen is coloured?", a, [s for s in SIDES if s != a],
+            f"The {a} half of the screen is {c}.")
+
+# %% ../../nbs/15_synthetic.ipynb #714b5148
 SYNTHETIC_TASKS |= {t.name: t for t in [
     SyntheticTask('spot_color', 'detail', task_spot_color, 'Spot Colour'),
     SyntheticTask('odd_color', 'detail', task_odd_color, 'Odd Colour'),
     SyntheticTask('big_color', 'coarse', task_big_color, 'Big Colour'),
     SyntheticTask('last_color', 'coarse', task_last_color, 'Last Colour'),
     SyntheticTask('fade', 'coarse', task_fade, 'Fade'),
+    SyntheticTask('half_side', 'coarse', task_half_side, 'Half Side'),
 ]}
-DEFAULT_TASKS = ('small_color', 'spot_color', 'odd_color', 'big_color', 'last_color', 'fade')  # the demo's set
+DEFAULT_TASKS = ('spot_color', 'odd_color', 'big_color', 'last_color', 'fade', 'half_side')  # the demo's set: 2 detail, 4 coarse
 
 # %% ../../nbs/15_synthetic.ipynb #27b332a1
-SPLIT_IDS = {'train': 1, 'eval': 2}
+SPLIT_IDS = {'train': 1, 'eval': 2, 'router': 3}
 GENERATOR_VERSION = 2     # in the manifest: bumped when a task draws other pictures (2: big_color's shape grew), so old sets are redrawn
 
 OPTION_ORDERS = ('random', 'sorted')
@@ -270,14 +285,28 @@ def make_items(task: str, n: int, split: str, seed: int = 0, spec: ClipSpec = Cl
         if option_order == 'sorted': cands = sorted(cands); L = cands.index(ans)
         yield i, frames, q, cands, L, cap
 
+def write_mvbench_split(out_dir, split: str, tasks, n: int, seed: int, spec: ClipSpec, option_order: str) -> int:
+    "Write `n` clips per task of `split` in MVBench's layout (json/, video/, tasks.json) under `out_dir`; return the count."
+    out = Path(out_dir)
+    for task in tasks:
+        items = []
+        for i, frames, q, cands, L, cap in make_items(task, n, split, seed, spec, option_order):
+            write_video(out / 'video' / task / f"{task}_{i:04d}.mp4", frames, fps=spec.fps)
+            items.append(dict(video=f"{task}_{i:04d}.mp4", question=q, candidates=cands, answer=cands[L]))
+        save_json(items, out / 'json' / f"{task}.json")
+    write_task_table(out, [MVBenchTask(t, f"{t}.json", f"{t}/", 'video', False, SYNTHETIC_TASKS[t].title,
+                                       SYNTHETIC_TASKS[t].kind) for t in tasks])
+    return len(tasks) * n
+
 def make_synthetic(out_dir, n_train: int = 64, n_eval: int = 32, seed: int = 0, tasks=None, size: int = 96,
-                   seconds: int = 8, fps: int = 4, detail: int = 10, overwrite: bool = False, option_order: str = 'random') -> dict:
-    "Write the train annotations and the MVBench-layout eval split under `out_dir`; return the manifest."
+                   seconds: int = 8, fps: int = 4, detail: int = 10, overwrite: bool = False, option_order: str = 'random',
+                   n_router: int = 0) -> dict:
+    "Write the train annotations, the MVBench-layout eval split (and router split) under `out_dir`; return the manifest."
     out = Path(out_dir)
     tasks = list(tasks or DEFAULT_TASKS)
     bad = [t for t in tasks if t not in SYNTHETIC_TASKS]
     if bad: raise UserError(f"unknown synthetic task(s) {bad}; known: {list(SYNTHETIC_TASKS)}")
-    for name, v, low in (('n_train', n_train, 0), ('n_eval', n_eval, 0), ('size', size, 1), ('seconds', seconds, 1),
+    for name, v, low in (('n_train', n_train, 0), ('n_eval', n_eval, 0), ('n_router', n_router, 0), ('size', size, 1), ('seconds', seconds, 1),
                          ('fps', fps, 1), ('detail', detail, 1)):
         if v < low: raise UserError(f"{name} must be >= {low}, got {v}")
     if detail >= size: raise UserError(f"detail ({detail} px) must be smaller than the clip side size ({size} px)")
@@ -285,12 +314,13 @@ def make_synthetic(out_dir, n_train: int = 64, n_eval: int = 32, seed: int = 0, 
     spec = ClipSpec(size, seconds, fps, detail)
     settings = dict(n_train=n_train, n_eval=n_eval, seed=seed, tasks=tasks, spec=asdict(spec), generator=GENERATOR_VERSION)
     if option_order != 'random': settings['option_order'] = option_order   # old manifests stay valid
+    if n_router: settings['n_router'] = n_router
     man_p = out / 'synthetic.json'
     if man_p.exists() and not overwrite:
         man = load_json(man_p)
         if man.get('settings') == settings: return man
     t0 = time.time()
-    train, captions, ev = [], [], out / 'eval'
+    train, captions = [], []
     for task in tasks:
         for i, frames, q, cands, L, cap in make_items(task, n_train, 'train', seed, spec, option_order):
             rel = f"train/{task}/{task}_{i:04d}.mp4"
@@ -300,16 +330,11 @@ def make_synthetic(out_dir, n_train: int = 64, n_eval: int = 32, seed: int = 0, 
                 {'from': 'gpt', 'value': f"({option_letter(L)}) {cands[L]}"}]))
             captions.append(dict(id=f"{task}_{i:04d}_cap", video=rel, task=task, conversations=[
                 {'from': 'human', 'value': '<video>\nDescribe the video briefly.'}, {'from': 'gpt', 'value': cap}]))
-        items = []
-        for i, frames, q, cands, L, cap in make_items(task, n_eval, 'eval', seed, spec, option_order):
-            write_video(ev / 'video' / task / f"{task}_{i:04d}.mp4", frames, fps=fps)
-            items.append(dict(video=f"{task}_{i:04d}.mp4", question=q, candidates=cands, answer=cands[L]))
-        save_json(items, ev / 'json' / f"{task}.json")
-    write_task_table(ev, [MVBenchTask(t, f"{t}.json", f"{t}/", 'video', False, SYNTHETIC_TASKS[t].title,
-                                      SYNTHETIC_TASKS[t].kind) for t in tasks])
+    n_ev = write_mvbench_split(out / 'eval', 'eval', tasks, n_eval, seed, spec, option_order)
+    n_rt = write_mvbench_split(out / 'router', 'router', tasks, n_router, seed, spec, option_order) if n_router else 0
     save_json(train, out / 'train.json'); save_json(captions, out / 'pretrain.json')
-    man = dict(settings=settings, kinds={t: SYNTHETIC_TASKS[t].kind for t in tasks}, train=len(train), eval=len(tasks) * n_eval,
-               seconds_to_generate=round(time.time() - t0, 2))
+    man = dict(settings=settings, kinds={t: SYNTHETIC_TASKS[t].kind for t in tasks}, train=len(train), eval=n_ev,
+               **({'router': n_rt} if n_router else {}), seconds_to_generate=round(time.time() - t0, 2))
     save_json(man, man_p)
     return man
 
@@ -325,7 +350,8 @@ def dc_make_synthetic(
     detail: int = 10,                 # small-object size in pixels (smaller = harder detail tasks)
     overwrite: bool = False,          # regenerate even if a set with these settings exists
     option_order: str = 'random',     # 'random' (as MVBench) or 'sorted' (alphabetical: the letter follows the answer)
+    n_router: int = 0,                # held-out clips per task in router/ (MVBench layout), for fitting dynamic compression
 ):
     "Generate the synthetic video benchmark (train annotations + MVBench-layout eval split)."
-    man = make_synthetic(out_dir, n_train, n_eval, seed, None, size, seconds, fps, detail, overwrite, option_order)
+    man = make_synthetic(out_dir, n_train, n_eval, seed, None, size, seconds, fps, detail, overwrite, option_order, n_router)
     print(json.dumps(man, indent=1))
