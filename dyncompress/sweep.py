@@ -5,13 +5,15 @@
 # %% ../nbs/60_sweep.ipynb #00cac8c0
 from __future__ import annotations
 import json, time
+from dataclasses import dataclass, asdict, replace
 from pathlib import Path
-from .config import save_json, record_settings
+from .config import POOL_LEVELS, save_json, record_settings, runs_root
 from .cli import UserError
 from .pooling import parse_pool_levels
 
 # %% auto #0
-__all__ = ['run_step', 'sweep_plan', 'check_settings', 'progress_line', 'run_sweep', 'write_index', 'compare_sweeps']
+__all__ = ['RUN_ONLY_FIELDS', 'run_step', 'sweep_plan', 'SweepConfig', 'check_settings', 'progress_line', 'run_sweep',
+           'write_index', 'compare_sweeps']
 
 # %% ../nbs/60_sweep.ipynb #7e3c62c9
 def run_step(src, dst, params: dict, done=None, *, cwd=None, log=print) -> bool:
@@ -43,6 +45,62 @@ def sweep_plan(exp, pool_levels, multi_level: bool = True) -> list[tuple[str, st
     steps += [('evaluate', n, exp/'eval'/f'{n}.ipynb') for n in names]
     return steps
 
+# %% ../nbs/60_sweep.ipynb #b763edd5
+RUN_ONLY_FIELDS = ('experiment', 'batch_size', 'device', 'feature_cache', 'out_root', 'nbs_dir')   # the name, speed and places: not recorded
+
+@dataclass
+class SweepConfig:
+    "One sweep's settings; the defaults are `make demo`'s recipe (tiny preset, synthetic benchmark, CPU)."
+    experiment: str = 'demo'            # name of the run folder runs/<experiment>
+    preset: str = 'tiny'                # model preset: tiny, qwen2.5-1.5b, qwen2.5-3b
+    pool_levels: str | tuple = POOL_LEVELS  # pool levels b of the multi-level model (trained and evaluated at each)
+    multi_level: bool = True            # also finetune one model on several levels (for dynamic compression)
+    data_root: str = ''                 # VideoGPT+ instruction data root ('' with tiny: generate the synthetic benchmark)
+    mvbench_root: str = ''              # MVBench root (json/ + video/); '' with tiny: the synthetic benchmark's eval split
+    pretrain_steps: int = 30            # optimizer steps per projector pretraining (-1: the seed 1 epoch)
+    finetune_steps: int = 800           # optimizer steps per per-level finetuning run (-1: the seed 1 epoch)
+    n_train: int = 300                  # synthetic training clips per task (tiny only)
+    n_eval: int = 100                   # synthetic evaluation questions per task (tiny only)
+    option_order: str = 'sorted'        # synthetic options: sorted (letter follows the answer) or random (as MVBench)
+    eval_limit: int = 0                 # at most this many questions per task (0: all)
+    batch_size: int = 16                # evaluation batch size
+    protocol: str = 'seed'              # MVBench protocol: seed (comparable with the seed's numbers) or official
+    seed: int = 0                       # data and training seed
+    deepspeed: str = ''                 # '', zero2 or zero3 for the training steps
+    device: str = 'cpu'                 # evaluation device: cpu or cuda
+    finetune_opts: str = ''             # extra FinetuneConfig fields as JSON, e.g. '{"learning_rate": 1e-3}'
+    multi_steps: int = 1000             # optimizer steps of the multi-level finetune (0: finetune_steps)
+    per_level_levels: str = '2,4,8,16'  # one finetuned model per level (the seed's experiment); empty: every level of pool_levels
+    multi_opts: str = ''                # FinetuneConfig fields for the multi-level model only, e.g. '{"level_mode": "all"}'
+    multi_from: int = 0                 # start the multi-level model from the per-level model of this level (0: from scratch)
+    feature_cache: bool = True          # encode each clip once with the frozen towers and share it across all steps
+    out_root: str = ''                  # where runs/<experiment> goes (empty: config.runs_root(): $DC_RUNS or the repository's runs/)
+    nbs_dir: str = ''                   # folder of the driver notebooks (empty: the repository's nbs/)
+
+    def __post_init__(self):
+        fixed = self.fixed_levels                  # parses both level lists: a bad or empty choice is refused here
+        if self.multi_from and self.multi_from not in fixed:
+            raise UserError(f"multi_from={self.multi_from}: the multi-level model can start only from a per-level model, levels {fixed}")
+
+    @property
+    def levels(self) -> list[int]: return list(parse_pool_levels(self.pool_levels))
+
+    @property
+    def fixed_levels(self) -> list[int]:
+        "The levels that get a model of their own: `per_level_levels` within `pool_levels` (empty: all of them)."
+        levels = self.levels
+        fixed = [b for b in parse_pool_levels(self.per_level_levels) if b in levels] if self.per_level_levels else levels
+        if not fixed: raise ValueError(f"per_level_levels {self.per_level_levels!r} shares no level with pool_levels {self.pool_levels!r}")
+        return fixed
+
+    @property
+    def multi_max_steps(self) -> int: return self.multi_steps or self.finetune_steps
+
+    def settings(self) -> dict:
+        "What shapes the results (recorded in `sweep_settings.json`): every field but `RUN_ONLY_FIELDS`, levels parsed, steps resolved."
+        s = {k: v for k, v in asdict(self).items() if k not in RUN_ONLY_FIELDS}
+        return s | dict(pool_levels=self.levels, per_level_levels=self.fixed_levels, multi_steps=self.multi_max_steps)
+
 # %% ../nbs/60_sweep.ipynb #56da4bbf
 def check_settings(exp, settings: dict) -> dict:
     "Record `settings` in `exp/sweep_settings.json`, or raise if the folder was made with different ones."
@@ -58,72 +116,62 @@ def progress_line(k: int, total: int, elapsed_s: float, done: dict, remaining_ki
     return f"step {k}/{total} · {elapsed_s/60:.1f} min elapsed · ~{left/60:.1f} min left"
 
 # %% ../nbs/60_sweep.ipynb #f3687c1e
-def run_sweep(experiment: str = 'demo', preset: str = 'tiny', pool_levels='1,2,4,8,16', multi_level: bool = True,
-              data_root: str = '', mvbench_root: str = '', pretrain_steps: int = 20, finetune_steps: int = 60,
-              n_train: int = 64, n_eval: int = 32, option_order: str = 'sorted', eval_limit: int = 0, batch_size: int = 8, protocol: str = 'seed',
-              seed: int = 0, deepspeed: str = '', device: str = 'cpu', finetune_opts: str = '', out_root: str = 'runs',
-              nbs_dir=None, feature_cache: bool = True, multi_steps: int = 0, per_level_levels='', multi_opts: str = '', multi_from: int = 0, log=print) -> Path:
-    "Pretrain → finetune per pool level (+ multi-level) → evaluate → analyse; returns the path of `report.md`."
+def run_sweep(cfg: SweepConfig | None = None, log=print, **kwargs) -> Path:
+    "Pretrain → finetune per pool level (+ multi-level) → evaluate → analyse under `cfg` (or `SweepConfig(**kwargs)`); returns `report.md`'s path."
     from dyncompress.analysis.report import analyse_run
     from dyncompress.analysis.claims import sweep_summary
-    levels = list(parse_pool_levels(pool_levels))                  # papermill turns `-p pool_levels 4` into an int: fine
-    fixed_levels = [b for b in parse_pool_levels(per_level_levels) if b in levels] if per_level_levels else levels
-    if not fixed_levels: raise ValueError(f"per_level_levels {per_level_levels!r} shares no level with pool_levels {pool_levels!r}")
-    if multi_from and multi_from not in fixed_levels:
-        raise UserError(f"multi_from={multi_from}: the multi-level model can start only from a per-level model, levels {fixed_levels}")
-    nbs = Path(nbs_dir) if nbs_dir else Path(__file__).resolve().parents[1]/'nbs'
+    cfg = SweepConfig(**kwargs) if cfg is None else replace(cfg, **kwargs)        # levels checked before any work
+    levels, fixed_levels = cfg.levels, cfg.fixed_levels
+    nbs = Path(cfg.nbs_dir) if cfg.nbs_dir else Path(__file__).resolve().parents[1]/'nbs'
     if not (nbs/'finetune.ipynb').exists(): raise FileNotFoundError(f"{nbs}: driver notebooks not found (pass nbs_dir)")
-    exp = (Path(out_root)/experiment).resolve(); exp.mkdir(parents=True, exist_ok=True)
-    check_settings(exp, dict(preset=preset, pool_levels=levels, multi_level=multi_level, data_root=data_root, mvbench_root=mvbench_root,
-                             pretrain_steps=pretrain_steps, finetune_steps=finetune_steps, n_train=n_train, n_eval=n_eval,
-                             option_order=option_order, eval_limit=eval_limit, protocol=protocol, seed=seed, deepspeed=deepspeed,
-                             finetune_opts=finetune_opts, multi_steps=multi_steps or finetune_steps, per_level_levels=fixed_levels,
-                             multi_opts=multi_opts, multi_from=multi_from))
+    exp = (Path(cfg.out_root or runs_root())/cfg.experiment).resolve(); exp.mkdir(parents=True, exist_ok=True)
+    check_settings(exp, cfg.settings())
     t0 = time.time()
-    data = dict(data_root=data_root, mvbench_root=mvbench_root)
-    if not data_root:
-        if preset != 'tiny': raise ValueError(f"preset {preset!r} needs data_root (VideoGPT+ instruction data) and mvbench_root")
+    data = dict(data_root=cfg.data_root, mvbench_root=cfg.mvbench_root)
+    if not cfg.data_root:
+        if cfg.preset != 'tiny': raise ValueError(f"preset {cfg.preset!r} needs data_root (VideoGPT+ instruction data) and mvbench_root")
         from dyncompress.data.synthetic import make_synthetic
         log(f"data  synthetic benchmark -> {exp/'data'}")
-        make_synthetic(exp/'data', n_train=n_train, n_eval=n_eval, seed=seed, option_order=option_order)
+        make_synthetic(exp/'data', n_train=cfg.n_train, n_eval=cfg.n_eval, seed=cfg.seed, option_order=cfg.option_order)
         data = dict(data_root=str(exp/'data'), mvbench_root=str(exp/'data'/'eval'))
     if not data['mvbench_root']: raise ValueError("mvbench_root is required with a data_root")
-    cache = str(exp/'features') if feature_cache else ''
-    common = dict(preset=preset, data_root=data['data_root'], deepspeed=deepspeed, feature_cache=cache)
+    cache = str(exp/'features') if cfg.feature_cache else ''
+    common = dict(preset=cfg.preset, data_root=data['data_root'], deepspeed=cfg.deepspeed, feature_cache=cache)
     pre = {t: exp/'pretrain'/t for t in ('mm_projector', 'image_mm_projector')}
-    seed_opts = json.dumps({'seed': seed})
-    plan = [s for s in sweep_plan(exp, levels, multi_level) if s[0] == 'pretrain' or s[1] == 'multi' or int(s[1][4:]) in fixed_levels]
+    seed_opts = json.dumps({'seed': cfg.seed})
+    plan = [s for s in sweep_plan(exp, levels, cfg.multi_level) if s[0] == 'pretrain' or s[1] == 'multi' or int(s[1][4:]) in fixed_levels]
     done_times = {}
     for k, (kind, name, dst) in enumerate(plan, 1):
         if kind == 'pretrain':
-            p = dict(common, tune=name, output_dir=str(pre[name]), max_steps=pretrain_steps, opts=seed_opts)
+            p = dict(common, tune=name, output_dir=str(pre[name]), max_steps=cfg.pretrain_steps, opts=seed_opts)
         elif kind == 'finetune':
-            extra = json.loads((multi_opts if name == 'multi' else '') or '{}')
-            if name == 'multi' and multi_from: extra['init_adapter'] = str(exp/'finetune'/f'pool{multi_from}')
-            opts = json.dumps({**json.loads(finetune_opts or '{}'), **extra, 'seed': seed})
-            p = dict(common, output_dir=str(exp/'finetune'/name), max_steps=(multi_steps or finetune_steps) if name == 'multi' else finetune_steps,
+            extra = json.loads((cfg.multi_opts if name == 'multi' else '') or '{}')
+            if name == 'multi' and cfg.multi_from: extra['init_adapter'] = str(exp/'finetune'/f'pool{cfg.multi_from}')
+            opts = json.dumps({**json.loads(cfg.finetune_opts or '{}'), **extra, 'seed': cfg.seed})
+            p = dict(common, output_dir=str(exp/'finetune'/name), max_steps=cfg.multi_max_steps if name == 'multi' else cfg.finetune_steps,
                      opts=opts, init_mm_projector=str(pre['mm_projector']), init_image_mm_projector=str(pre['image_mm_projector']))
             p |= dict(pool_levels=','.join(map(str, levels))) if name == 'multi' else dict(pool_level=int(name[4:]))
         else:
             p = dict(model=str(exp/'finetune'/name), mvbench_root=data['mvbench_root'], out_dir=str(exp/'eval'/name),
-                     pool_levels=','.join(map(str, levels)) if name == 'multi' else name[4:], protocol=protocol,
-                     batch_size=batch_size, limit=eval_limit, device=device, feature_cache=cache)
+                     pool_levels=','.join(map(str, levels)) if name == 'multi' else name[4:], protocol=cfg.protocol,
+                     batch_size=cfg.batch_size, limit=cfg.eval_limit, device=cfg.device, feature_cache=cache)
         log(progress_line(k, len(plan), time.time() - t0, done_times, [kd for kd, _, _ in plan[k - 1:]]))
         ts = time.time()
         if run_step(nbs/f'{kind}.ipynb', dst, p, log=log): done_times.setdefault(kind, []).append(time.time() - ts)
-    meta = dict(experiment=experiment, preset=preset, data=data['mvbench_root'] + ('' if data_root else f' (synthetic, options {option_order})'), seeds=[seed], pool_levels=levels,
-                pretrain_steps=pretrain_steps, finetune_steps=finetune_steps, multi_steps=multi_steps or finetune_steps, protocol=protocol,
-                mvbench_root=data['mvbench_root'])
+    meta = dict(experiment=cfg.experiment, preset=cfg.preset,
+                data=data['mvbench_root'] + ('' if cfg.data_root else f' (synthetic, options {cfg.option_order})'), seeds=[cfg.seed],
+                pool_levels=levels, pretrain_steps=cfg.pretrain_steps, finetune_steps=cfg.finetune_steps,
+                multi_steps=cfg.multi_max_steps, protocol=cfg.protocol, mvbench_root=data['mvbench_root'])
     per_level = {b: exp/'eval'/f'pool{b}'/'records.jsonl' for b in fixed_levels}
     fixed = analyse_run(per_level, exp/'fixed',
-                        dict(meta, experiment=f'{experiment}: one model per pool level', model_dir=str(exp/'finetune'/f'pool{fixed_levels[0]}')))
+                        dict(meta, experiment=f'{cfg.experiment}: one model per pool level', model_dir=str(exp/'finetune'/f'pool{fixed_levels[0]}')))
     reports = {"One model per pool level (the seed's experiment)": (fixed, list(per_level.values()))}
-    multi = exp/'eval'/'multi'/'records.jsonl' if multi_level else None
-    if multi_level:
+    multi = exp/'eval'/'multi'/'records.jsonl' if cfg.multi_level else None
+    if cfg.multi_level:
         reports['One multi-level model: fixed levels, oracle and confidence cascade'] = (analyse_run(
-            multi, exp/'dynamic', dict(meta, experiment=f'{experiment}: one multi-level model', model_dir=str(exp/'finetune'/'multi'))),
+            multi, exp/'dynamic', dict(meta, experiment=f'{cfg.experiment}: one multi-level model', model_dir=str(exp/'finetune'/'multi'))),
             [multi])
-    summary = sweep_summary(per_level, multi, exp/'claims', dict(meta, model_dir=str(exp/'finetune'/('multi' if multi_level else f'pool{fixed_levels[0]}'))))
+    summary = sweep_summary(per_level, multi, exp/'claims', dict(meta, model_dir=str(exp/'finetune'/('multi' if cfg.multi_level else f'pool{fixed_levels[0]}'))))
     out = write_index(exp, reports, meta, time.time() - t0, summary['markdown'])
     for line in summary['headline']: log(f"headline  {line}")
     return out

@@ -5,13 +5,15 @@
 # %% ../../nbs/42_evaluate.ipynb #5f007078
 from __future__ import annotations
 import hashlib, os, time
+from dataclasses import dataclass, replace
 from pathlib import Path
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 from transformers import GenerationConfig
+from fastcore.meta import delegates
 from ..cli import UserError, command
-from ..config import Geometry, save_json, load_json, record_settings
+from ..config import Geometry, POOL_LEVELS, save_json, load_json, record_settings
 from ..data.conversation import tokenizer_image_token
 from ..data.video import VideoError, default_backend
 from ..pooling import visual_token_count, parse_pool_levels
@@ -22,9 +24,9 @@ from .records import (RecordStore, completeness, completeness_line, check_record
 
 # %% auto #0
 __all__ = ['WEIGHT_SUFFIXES', 'NOT_WEIGHTS', 'DIGEST_PART', 'EVAL_SETTINGS', 'tokenize_prompt', 'left_pad', 'item_frames',
-           'EvalDataset', 'collate_eval', 'letter_ids', 'answer_batch', 'batch_features', 'evaluate', 'task_titles',
-           'seed_video_name', 'finish', 'file_digest', 'model_identity', 'eval_settings', 'record_eval_settings',
-           'check_writable', 'check_counts', 'synthetic_root', 'load_items', 'run_evaluation', 'dc_evaluate',
+           'EvalDataset', 'collate_eval', 'letter_ids', 'answer_batch', 'check_counts', 'EvalConfig', 'batch_features',
+           'evaluate', 'task_titles', 'seed_video_name', 'finish', 'file_digest', 'model_identity', 'eval_settings',
+           'record_eval_settings', 'check_writable', 'synthetic_root', 'load_items', 'run_evaluation', 'dc_evaluate',
            'param_flops_table', 'seed_style_answers', 'time_stages', 'benchmark', 'format_benchmark',
            'dc_eval_benchmark']
 
@@ -122,6 +124,38 @@ def answer_batch(model, tokenizer, input_ids, attention_mask, features, pool_lev
     return res
 
 # %% ../../nbs/42_evaluate.ipynb #3cf2d437
+def check_counts(**counts) -> None:
+    "Refuse counts below their minimum: `name=(value, minimum)`; None values are not given and pass."
+    for name, (v, lo) in counts.items():
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < lo):
+            raise UserError(f"{name} must be an integer >= {lo}, got {v!r}")
+
+@dataclass
+class EvalConfig:
+    "What an evaluation runs and how (the defaults: the seed's five levels and protocol, the synthetic benchmark)."
+    mvbench_root: str | None = None      # MVBench root (json/ + video/); none: the synthetic benchmark
+    pool_levels: str | tuple = POOL_LEVELS  # comma-separated pool levels, all answered from one encoding
+    protocol: str = 'seed'               # `seed` (comparable with the seed) or `official` (MVBench's own)
+    batch_size: int = 8                  # questions per batch
+    num_workers: int = 2                 # DataLoader workers decoding videos
+    max_new_tokens: int = 8              # answer length cap (multiple choice needs a few tokens)
+    limit: int | None = None             # at most this many questions per task (0 or none: all)
+    device: str | None = None            # default: cuda if available, else cpu
+    model_base: str | None = None        # base LLM (preset or dir) for a reference LoRA finetune
+    synthetic_dir: str = 'runs/synthetic_eval' # where the synthetic benchmark is generated (no mvbench_root)
+    n_synthetic: int = 4                 # synthetic questions per task
+    export_seed: bool = False            # also write the seed's per-question JSON folders (seed_format/pool{b}/)
+    feature_cache: str | None = None     # tower-feature cache folder: cached videos skip decoding and the towers
+    dtype: str | None = None             # weights' dtype (`bf16`, `float32`, …); default: the preset's
+    group_by_length: bool | None = None  # answer unpadded groups of equal prompt length; default: on CPU only
+
+    def __post_init__(self):
+        self.pool_levels = parse_pool_levels(self.pool_levels)
+        check_protocol(self.protocol)
+        check_counts(batch_size=(self.batch_size, 1), max_new_tokens=(self.max_new_tokens, 1),
+                     num_workers=(self.num_workers, 0), limit=(self.limit, 0))
+
+# %% ../../nbs/42_evaluate.ipynb #4960503d
 def batch_features(model, batch, cache=None, device=None):
     "Tower features of a batch's decodable items, in `batch['ok']` order: encoded frames, and cached entries (misses stored)."
     dec = [x for x in batch['items'] if x['error'] is None and x.get('features') is None]
@@ -174,20 +208,19 @@ def _groups(rows, key, by_length: bool) -> list[list]:
     for k in rows: out.setdefault(key(k), []).append(k)
     return list(out.values())
 
-def evaluate(model, tokenizer, items, out_dir, pool_levels=(1, 2, 4, 8, 16), protocol: str = 'seed',
-             batch_size: int = 8, num_workers: int = 2, max_new_tokens: int = 8, rank: int = 0, world_size: int = 1,
-             stop_after: int | None = None, log=print, group_by_length: bool | None = None, collect=None,
-             feature_cache=None) -> dict:
-    "Evaluate `items` at every level in `pool_levels`, appending records under `out_dir`; returns counts."
-    pool_levels, _ = list(parse_pool_levels(pool_levels)), default_backend()    # bad input refused before any work
-    protocol, geom = check_protocol(protocol), model.geom
+def evaluate(model, tokenizer, items, out_dir, cfg: EvalConfig | None = None, *, rank: int = 0, world_size: int = 1,
+             stop_after: int | None = None, log=print, collect=None) -> dict:
+    "Evaluate `items` at every level of `cfg.pool_levels` (default `EvalConfig()`), appending records under `out_dir`; returns counts."
+    cfg, _ = cfg or EvalConfig(), default_backend()                           # bad input refused before any work
+    pool_levels, protocol, geom = cfg.pool_levels, cfg.protocol, model.geom
     dev = next(model.parameters()).device
-    if group_by_length is None: group_by_length = dev.type == 'cpu'
+    group_by_length = dev.type == 'cpu' if cfg.group_by_length is None else cfg.group_by_length
     store = RecordStore(out_dir, rank)
     done = store.done()
     mine = [p for p in range(rank, len(items), world_size)]
     todo = {(items[p].qid, b) for p in mine for b in pool_levels} - done
     pending = [p for p in mine if any((items[p].qid, b) in todo for b in pool_levels)]
+    feature_cache = cfg.feature_cache                                          # a folder, or a `FeatureCache`
     if isinstance(feature_cache, (str, Path)) and str(feature_cache):
         from dyncompress.model.features import FeatureCache
         feature_cache = FeatureCache(feature_cache, model, log=log)
@@ -195,7 +228,7 @@ def evaluate(model, tokenizer, items, out_dir, pool_levels=(1, 2, 4, 8, 16), pro
     if group_by_length:      # neighbours of equal prompt length share a batch without padding
         plen = {p: len(tokenize_prompt(ds.prompt(items[p]), tokenizer)) for p in pending}
         pending.sort(key=lambda p: plen[p])
-    dl = DataLoader(torch.utils.data.Subset(ds, pending), batch_size=batch_size, num_workers=num_workers,
+    dl = DataLoader(torch.utils.data.Subset(ds, pending), batch_size=cfg.batch_size, num_workers=cfg.num_workers,
                     collate_fn=collate_eval, persistent_workers=False)
     written, t0, n_cached, n_encoded = 0, time.perf_counter(), 0, 0
     for nb, batch in enumerate(dl):
@@ -214,7 +247,7 @@ def evaluate(model, tokenizer, items, out_dir, pool_levels=(1, 2, 4, 8, 16), pro
                 for g in _groups(rows, lambda k: len(seqs[ok[k]]), group_by_length):
                     ids, mask = left_pad([seqs[ok[k]] for k in g], tokenizer.pad_token_id)
                     out = answer_batch(model, tokenizer, ids.to(dev), mask.to(dev), feats.select(g), b, protocol,
-                                       max_new_tokens, [len(items[ok[k]].candidates) for k in g])
+                                       cfg.max_new_tokens, [len(items[ok[k]].candidates) for k in g])
                     for k, a in zip(g, out):
                         answers[b][ok[k]] = a
                         if collect is not None: collect[(items[ok[k]].qid, b)] = a['ids']
@@ -316,16 +349,14 @@ def _dtype_name(dtype) -> str | None:
     if dtype is None: return None
     return str(_DTYPES.get(dtype, dtype)).removeprefix('torch.')
 
-def eval_settings(model, mvbench_root, pool_levels, protocol='seed', max_new_tokens=8, model_base=None, dtype=None,
-                  n_synthetic=None) -> dict:
-    "What shapes an evaluation's records (recorded in `eval_settings.json`; `pool_levels` may grow)."
-    check_protocol(protocol)
-    (name, weights), (base, base_weights) = model_identity(model), model_identity(model_base)
+def eval_settings(model, cfg: EvalConfig, synthetic: bool = False) -> dict:
+    "What shapes the records of `model` under `cfg` (recorded in `eval_settings.json`; `pool_levels` may grow); `synthetic`: `cfg.mvbench_root` was generated."
+    (name, weights), (base, base_weights) = model_identity(model), model_identity(cfg.model_base)
     return dict(model=name, model_weights=weights, model_base=base, model_base_weights=base_weights,
-                dtype=_dtype_name(dtype), protocol=protocol,
-                frames=_frames(model, model_base), max_new_tokens=int(max_new_tokens),
-                mvbench_root=None if mvbench_root is None else str(Path(mvbench_root).resolve()),
-                synthetic_per_task=n_synthetic, pool_levels=list(parse_pool_levels(pool_levels)))
+                dtype=_dtype_name(cfg.dtype), protocol=cfg.protocol,
+                frames=_frames(model, cfg.model_base), max_new_tokens=int(cfg.max_new_tokens),
+                mvbench_root=None if cfg.mvbench_root is None else str(Path(cfg.mvbench_root).resolve()),
+                synthetic_per_task=cfg.n_synthetic if synthetic else None, pool_levels=list(cfg.pool_levels))
 
 EVAL_SETTINGS = 'eval_settings.json'
 
@@ -346,14 +377,8 @@ def check_writable(out_dir) -> Path:
     except OSError as e: raise UserError(f"{out}: output folder cannot be written ({e.strerror or e})") from None
     return out
 
-def check_counts(**counts) -> None:
-    "Refuse counts below their minimum: `name=(value, minimum)`; None values are not given and pass."
-    for name, (v, lo) in counts.items():
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < lo):
-            raise UserError(f"{name} must be an integer >= {lo}, got {v!r}")
-
 # %% ../../nbs/42_evaluate.ipynb #eed698dd
-def synthetic_root(synthetic_dir='runs/synthetic_eval', n_synthetic: int = 4, seed: int = 0) -> Path:
+def synthetic_root(synthetic_dir=EvalConfig.synthetic_dir, n_synthetic: int = EvalConfig.n_synthetic, seed: int = 0) -> Path:
     "Root (MVBench layout) of a synthetic eval split with `n_synthetic` questions per task, generated if needed."
     from dyncompress.data.synthetic import make_synthetic
     make_synthetic(synthetic_dir, n_train=0, n_eval=n_synthetic, seed=seed)
@@ -371,65 +396,58 @@ def load_items(mvbench_root, tasks=None, limit: int | None = None) -> list:
         if seen[it.task] <= limit: out.append(it)
     return out
 
-def run_evaluation(model='tiny', out_dir='runs/eval', mvbench_root=None, pool_levels=(1, 2, 4, 8, 16),
-                   protocol='seed', batch_size=8, num_workers=2, max_new_tokens=8, limit=None, device=None,
-                   dtype=None, stop_after=None, model_base=None, items=None, synthetic_dir='runs/synthetic_eval',
-                   n_synthetic: int = 4, export_seed: bool = False, log=print, feature_cache=None) -> dict:
-    "Load, evaluate (sharded under torchrun), merge; returns this rank's counts (rank 0: plus completeness)."
+def run_evaluation(model, out_dir, cfg: EvalConfig | None = None, *, items=None, stop_after: int | None = None,
+                   log=print, **kwargs) -> dict:
+    "Load `model` (preset or directory), evaluate it under `cfg` or `EvalConfig(**kwargs)` (sharded under torchrun), merge; returns this rank's counts (rank 0: plus completeness)."
     from dyncompress.model.loading import load_model
-    pool_levels, _ = list(parse_pool_levels(pool_levels)), default_backend()          # input checked before any work
-    synthetic = items is None and mvbench_root is None
-    check_counts(batch_size=(batch_size, 1), max_new_tokens=(max_new_tokens, 1), num_workers=(num_workers, 0),
-                 limit=(limit, 0), n_synthetic=(n_synthetic if synthetic else None, 1))
-    if synthetic: mvbench_root = Path(synthetic_dir) / 'eval'
-    settings = eval_settings(model, mvbench_root, pool_levels, protocol, max_new_tokens, model_base, dtype,
-                             n_synthetic if synthetic else None)
+    cfg = EvalConfig(**kwargs) if cfg is None else replace(cfg, **kwargs)           # input checked before any work
+    default_backend()
+    synthetic = items is None and cfg.mvbench_root is None
+    if synthetic:
+        check_counts(n_synthetic=(cfg.n_synthetic, 1))
+        cfg = replace(cfg, mvbench_root=Path(cfg.synthetic_dir) / 'eval')
+    settings = eval_settings(model, cfg, synthetic)
     rank, world = _dist_env()
     if rank == 0: record_eval_settings(check_writable(out_dir), settings)
-    device = device or ('cuda' if torch.cuda.is_available() else 'cpu')
+    device = cfg.device or ('cuda' if torch.cuda.is_available() else 'cpu')
     if device == 'cuda' and world > 1: device = f'cuda:{int(os.environ.get("LOCAL_RANK", rank))}'
     if items is None:
         if synthetic:
-            if rank == 0: synthetic_root(synthetic_dir, n_synthetic)
+            if rank == 0: synthetic_root(cfg.synthetic_dir, cfg.n_synthetic)
         if world > 1: dist.barrier()
-        items = load_items(mvbench_root, limit=limit)
+        items = load_items(cfg.mvbench_root, limit=cfg.limit)
     elif world > 1: dist.barrier()
-    m, tok = load_model(model, device=device, dtype=dtype, **({} if model_base is None else dict(model_base=model_base)))
+    m, tok = load_model(model, device=device, dtype=cfg.dtype,
+                        **({} if cfg.model_base is None else dict(model_base=cfg.model_base)))
     m.eval()
-    res = evaluate(m, tok, items, out_dir, pool_levels, protocol, batch_size, num_workers, max_new_tokens,
-                   rank, world, stop_after, log, feature_cache=feature_cache)
+    res = evaluate(m, tok, items, out_dir, cfg, rank=rank, world_size=world, stop_after=stop_after, log=log)
     if stop_after is not None: return res                 # a simulated kill: no merge
     if world > 1: dist.barrier()
     if rank == 0:
-        comp = finish(out_dir, items, pool_levels, export_seed, mvbench_root)
+        comp = finish(out_dir, items, cfg.pool_levels, cfg.export_seed, cfg.mvbench_root)
         res |= dict(complete=comp['complete'], expected=comp['expected'], present=comp['present'], errors=comp['errors'])
         log(f"{res['records']} new records; {completeness_line(comp)}; tables in {out_dir}")
     if world > 1: dist.barrier()
     return res
 
 # %% ../../nbs/42_evaluate.ipynb #38fd282d
+def _options_from(cls, but: str = ''):
+    "fastcore's `delegates` to the fields of dataclass `cls`: `**kwargs` becomes one option per field, its comment the help."
+    def _f(f):
+        f = delegates(cls, but=but)(f)
+        f.__delwrap__ = cls          # `docments` reads the field comments from the class (its `__init__` has no source)
+        return f
+    return _f
+
 @command
+@_options_from(EvalConfig, but='dtype,group_by_length')
 def dc_evaluate(
     model: str = 'tiny',                 # preset name (`tiny`, `qwen2.5-1.5b`, …) or a saved model directory
     out_dir: str = 'runs/eval',          # where records.jsonl, tables and metrics.json go
-    mvbench_root: str = None,            # MVBench root (json/ + video/); none: the synthetic benchmark
-    pool_levels: str = '1,2,4,8,16',     # comma-separated pool levels, all answered from one encoding
-    protocol: str = 'seed',              # `seed` (comparable with the seed) or `official` (MVBench's own)
-    batch_size: int = 8,                 # questions per batch
-    num_workers: int = 2,                # DataLoader workers decoding videos
-    max_new_tokens: int = 8,             # answer length cap (multiple choice needs a few tokens)
-    limit: int = None,                   # at most this many questions per task (0 or none: all)
-    device: str = None,                  # default: cuda if available, else cpu
-    model_base: str = None,              # base LLM (preset or dir) for a reference LoRA finetune
-    synthetic_dir: str = 'runs/synthetic_eval', # where the synthetic benchmark is generated (no mvbench_root)
-    n_synthetic: int = 4,                # synthetic questions per task
-    export_seed: bool = False,           # also write the seed's per-question JSON folders (seed_format/pool{b}/)
-    feature_cache: str = None,           # tower-feature cache folder: cached videos skip decoding and the towers
+    **kwargs,                            # the fields of `EvalConfig`, as options
 ):
     "Evaluate a model on MVBench at several pool levels in one pass (resumable; shard with torchrun)."
-    run_evaluation(model, out_dir, mvbench_root, pool_levels, protocol, batch_size, num_workers, max_new_tokens,
-                   limit, device, model_base=model_base, synthetic_dir=synthetic_dir, n_synthetic=n_synthetic,
-                   export_seed=export_seed, feature_cache=feature_cache)
+    run_evaluation(model, out_dir, **kwargs)
 
 # %% ../../nbs/42_evaluate.ipynb #a0777498
 def _nparams(module) -> int: return sum(p.numel() for p in module.parameters()) if module is not None else 0
@@ -497,16 +515,15 @@ def time_stages(model, tokenizer, items, pool_levels, protocol='seed', batch_siz
         r['llm_prefill_ms_per_question'] = 1e3 * med(prefill) / n
     return rows
 
-def benchmark(model='tiny', items=None, mvbench_root=None, pool_levels=(1, 2, 4, 8, 16), protocol='seed',
-              n_questions: int = 8, batch_size: int = 8, num_workers: int = 2, max_new_tokens: int = 8,
-              seed_max_new_tokens: int = 1024, device='cpu', log=print) -> dict:
-    "Seed-style loop vs ours on the same items: questions/s, ratio, agreement and the per-level cost split."
+def benchmark(model, cfg: EvalConfig | None = None, items=None, n_questions: int = 8, seed_max_new_tokens: int = 1024,
+              log=print) -> dict:
+    "Seed-style loop vs ours under `cfg` (on `cfg.device`, default the CPU) on the same items: questions/s, ratio, agreement, per-level costs."
     from dyncompress.model.loading import load_model
-    pool_levels, _ = list(parse_pool_levels(pool_levels)), default_backend()          # input checked before any work
-    check_counts(n_questions=(n_questions, 1), batch_size=(batch_size, 1), num_workers=(num_workers, 0),
-                 max_new_tokens=(max_new_tokens, 1), seed_max_new_tokens=(seed_max_new_tokens, 1))
-    if items is None: items = load_items(mvbench_root or synthetic_root())
-    m, tok = load_model(model, device=device) if isinstance(model, str) else model
+    cfg, _ = cfg or EvalConfig(), default_backend()                                   # input checked before any work
+    check_counts(n_questions=(n_questions, 1), seed_max_new_tokens=(seed_max_new_tokens, 1))
+    pool_levels, protocol = list(cfg.pool_levels), cfg.protocol
+    if items is None: items = load_items(cfg.mvbench_root or synthetic_root(cfg.synthetic_dir, cfg.n_synthetic))
+    m, tok = load_model(model, device=cfg.device or 'cpu') if isinstance(model, str) else model
     m.eval()
     items = _spread(items, n_questions)
     n = len(items) * len(pool_levels)
@@ -517,14 +534,14 @@ def benchmark(model='tiny', items=None, mvbench_root=None, pool_levels=(1, 2, 4,
     ours = {}
     with tempfile.TemporaryDirectory() as d:
         t = time.perf_counter()
-        evaluate(m, tok, items, d, pool_levels, protocol, batch_size, num_workers, max_new_tokens, log=log, collect=ours)
+        evaluate(m, tok, items, d, cfg, log=log, collect=ours)
         t_ours = time.perf_counter() - t
     agree = sum((seed[k] is None and ours.get(k) is None) or
-                (seed[k] is not None and ours.get(k) == seed[k][:max_new_tokens]) for k in seed)
+                (seed[k] is not None and ours.get(k) == seed[k][:cfg.max_new_tokens]) for k in seed)
     res = dict(questions=len(items), pool_levels=pool_levels, answers=n, seed_s=t_seed, ours_s=t_ours,
                seed_qps=n / t_seed, ours_qps=n / t_ours, speedup=t_seed / t_ours, agree=agree,
                identical=agree == n, mean_seed_tokens=sum(len(v or []) for v in seed.values()) / n,
-               stages=time_stages(m, tok, items, pool_levels, protocol, batch_size))
+               stages=time_stages(m, tok, items, pool_levels, protocol, cfg.batch_size))
     log(format_benchmark(res))
     return res
 
@@ -557,16 +574,16 @@ def format_benchmark(r: dict) -> str:
 def dc_eval_benchmark(
     model: str = 'tiny',                 # preset name or saved model directory
     mvbench_root: str = None,            # MVBench root; none: the synthetic benchmark
-    pool_levels: str = '1,2,4,8,16',     # comma-separated pool levels
+    pool_levels: str = EvalConfig.pool_levels,  # comma-separated pool levels
     n_questions: int = 8,                # questions timed (spread over tasks)
-    batch_size: int = 8,                 # our batch size
-    max_new_tokens: int = 8,             # our answer cap
+    batch_size: int = EvalConfig.batch_size,    # our batch size
+    max_new_tokens: int = EvalConfig.max_new_tokens,  # our answer cap
     seed_max_new_tokens: int = 1024,     # the seed loop's cap
     device: str = 'cpu',                 # cpu or cuda
     out: str = None,                     # optional JSON file for the result
 ):
     "Time the seed-style MVBench loop against the batched multi-level runner and print the comparison."
-    r = benchmark(model, mvbench_root=mvbench_root, pool_levels=pool_levels, n_questions=n_questions,
-                  batch_size=batch_size, max_new_tokens=max_new_tokens, seed_max_new_tokens=seed_max_new_tokens,
-                  device=device)
+    cfg = EvalConfig(mvbench_root=mvbench_root, pool_levels=pool_levels, batch_size=batch_size,
+                     max_new_tokens=max_new_tokens, device=device)
+    r = benchmark(model, cfg, n_questions=n_questions, seed_max_new_tokens=seed_max_new_tokens)
     if out: save_json(r, out)
