@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 from .cli import UserError, command
-from .config import Geometry, save_json, load_json, record_settings, runs_root
+from .config import Geometry, POOL_LEVELS, save_json, load_json, record_settings, runs_root
 from .pooling import visual_token_count, parse_pool_levels
 from .projectors import load_projector_weights, save_projector_weights
 from .training import (TrainConfig, PretrainConfig, FinetuneConfig, VideoTrainer, training_arguments,
@@ -325,7 +325,7 @@ class StepTimes(TrainerCallback):
     @property
     def times(self) -> list[float]: return [b - a for a, b in zip(self.ends, self.ends[1:])]
 
-def train_benchmark(pool_levels=(1, 2, 4, 8, 16), steps: int = 3, n_train: int = 4, batch_size: int = 0,
+def train_benchmark(pool_levels=POOL_LEVELS, steps: int = 3, n_train: int = 4, batch_size: int = 0,
                     out_dir=None, log=print) -> list[dict]:
     "Mean tiny-finetune step time per pool level with frames vs with the feature cache (one run); rows of the table."
     import tempfile
@@ -365,7 +365,7 @@ def format_train_benchmark(rows, steps: int, batch_size: int) -> str:
 
 @command
 def dc_train_benchmark(
-    pool_levels: str = '1,2,4,8,16',   # pool levels timed
+    pool_levels: str = POOL_LEVELS,    # pool levels timed
     steps: int = 3,                    # timed steps per run (after one warm-up step)
     n_train: int = 4,                  # synthetic training clips per task
     batch_size: int = 0,               # videos per step (0: the tiny preset's)
