@@ -271,15 +271,15 @@ def fit_router(records, costs: LevelCosts, tolerance: float = 0.01, l2: float = 
 class LevelCalibration:
     "Records with temperature-scaled option probabilities, the temperatures per level, and the ECE table."
     records: list
-    temperatures: dict
+    temperatures: dict               # pool level -> T, and (pool level, task) -> T when calibrated by 'level_task'
     table: pd.DataFrame
 
-def calibrate_levels(records, fit_qids, table_qids) -> LevelCalibration:
-    "Per-level temperatures fitted on the records of `fit_qids`; every record rescaled; ECE before/after on `table_qids`."
+def calibrate_levels(records, fit_qids, table_qids, by: str = 'level') -> LevelCalibration:
+    "Temperatures per level (`by='level_task'`: also per (level, task)) fitted on the records of `fit_qids`; every record rescaled; ECE per level before/after on `table_qids`."
     rows = record_rows(records)
     fit_qids, table_qids = {str(q) for q in fit_qids}, {str(q) for q in table_qids}
     if fit_qids & table_qids: raise ValueError(f"{len(fit_qids & table_qids)} questions are both fitted on and reported on")
-    temps = fit_level_temperatures(rows, fit_qids)
+    temps = fit_level_temperatures(rows, fit_qids, by=by)
     return LevelCalibration(recalibrate(rows, temps), temps, calibration_table(rows, temps, table_qids))
 
 # %% ../../nbs/55_router.ipynb #5c2b8275
@@ -391,7 +391,7 @@ def gap_closed(decisions: pd.DataFrame, costs: LevelCosts, policy: str, param: s
 class DynamicPolicies:
     "Fixed levels, the calibrated cascade, the router and the oracle on the report part, with every fitted piece."
     split: pd.Series                 # qid -> 'calibration' | 'report' | 'router training'
-    temperatures: dict               # pool level -> T (fitted on the calibration part)
+    temperatures: dict               # pool level (and (level, task) by 'level_task') -> T, fitted on the calibration part
     calibration: pd.DataFrame        # per level: T, ECE before and after, on the report part
     cascade_rule: dict               # `choose_threshold` on the calibration part (calibrated confidences)
     router: LevelRouter
@@ -401,6 +401,7 @@ class DynamicPolicies:
     router_share: dict               # cost model -> the router's FLOPs / the cheapest level's end-to-end FLOPs
     fraction: float = 0.5
     seed: int = 0
+    calibrate_by: str = 'level'      # temperatures per 'level' or per 'level_task' (`calibration.CALIBRATE_BY`)
 
     @property
     def sizes(self) -> dict: return {k: int(v) for k, v in self.split.value_counts().sort_index().items()}
@@ -419,14 +420,14 @@ def _write_csv(df, path) -> Path:
 # %% ../../nbs/55_router.ipynb #c8a954dd
 def dynamic_policies(report_records, costs: LevelCosts, router_train_records=None, cost_models: dict | None = None,
                      fraction: float = 0.5, seed: int = 0, tolerance: float = 0.01, n_boot: int = 2000,
-                     chains='subsets', **router_kw) -> DynamicPolicies:
+                     chains='subsets', calibrate_by: str = 'level', **router_kw) -> DynamicPolicies:
     "Split, calibrate, choose τ, fit the router, decide per question and score every policy on the report part."
     rows = record_rows(report_records)
     m = records_matched(rows)
     split = calibration_split(m.correct.index, m.task.tolist(), fraction, seed)
     cal_q, rep_q = list(split.index[split == 'calibration']), list(split.index[split == 'report'])
     if not cal_q or not rep_q: raise ValueError(f"the split left {len(cal_q)} calibration and {len(rep_q)} report questions; need both")
-    lc = calibrate_levels(rows, cal_q, rep_q)
+    lc = calibrate_levels(rows, cal_q, rep_q, by=calibrate_by)
     mc = records_matched(lc.records)
     rule = choose_threshold(matched_subset(mc, cal_q), costs, tolerance, chains=chains)
     if router_train_records is None:
@@ -445,4 +446,4 @@ def dynamic_policies(report_records, costs: LevelCosts, router_train_records=Non
     gaps = {p: gap_closed(dec, costs, p, n_boot=n_boot, seed=seed) for p in ('cascade', 'router')}
     share = {name: router.flops / min(c.flops(b) for b in router.levels)
              for name, c in {'this model': costs, **(cost_models or {})}.items() if c.llm}
-    return DynamicPolicies(part, lc.temperatures, lc.table, rule, router, dec, pol, gaps, share, fraction, seed)
+    return DynamicPolicies(part, lc.temperatures, lc.table, rule, router, dec, pol, gaps, share, fraction, seed, calibrate_by)
