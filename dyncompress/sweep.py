@@ -12,8 +12,8 @@ from .cli import UserError
 from .pooling import parse_pool_levels
 
 # %% auto #0
-__all__ = ['RUN_ONLY_FIELDS', 'run_step', 'sweep_plan', 'SweepConfig', 'check_settings', 'progress_line', 'run_sweep',
-           'write_index', 'compare_sweeps']
+__all__ = ['ROUTER_SUFFIX', 'CONSISTENCY_OPTS', 'RUN_ONLY_FIELDS', 'MULTI_REPORTS', 'run_step', 'sweep_plan', 'SweepConfig',
+           'check_settings', 'progress_line', 'run_sweep', 'multi_comparison', 'write_index', 'compare_sweeps']
 
 # %% ../nbs/60_sweep.ipynb #7e3c62c9
 def run_step(src, dst, params: dict, done=None, *, cwd=None, log=print) -> bool:
@@ -36,16 +36,20 @@ def run_step(src, dst, params: dict, done=None, *, cwd=None, log=print) -> bool:
     log(f"done  {dst} in {time.time()-t0:.0f}s"); return True
 
 # %% ../nbs/60_sweep.ipynb #e0b28dd8
-def sweep_plan(exp, pool_levels, multi_level: bool = True) -> list[tuple[str, str, Path]]:
-    "The steps of a sweep: `(kind, name, executed-notebook path)` in run order."
+ROUTER_SUFFIX = '_router'     # `eval/<model>_router`: a multi-level model evaluated on the router split
+
+def sweep_plan(exp, per_level, multi_models=('multi',), router: bool = False) -> list[tuple[str, str, Path]]:
+    "The steps of a sweep: `(kind, name, executed-notebook path)` in run order (`router`: the multi-level models on the router split too)."
     exp = Path(exp)
     steps = [('pretrain', t, exp/'pretrain'/f'{t}.ipynb') for t in ('mm_projector', 'image_mm_projector')]
-    names = [f'pool{b}' for b in pool_levels] + (['multi'] if multi_level else [])
+    names = [f'pool{b}' for b in per_level] + list(multi_models)
     steps += [('finetune', n, exp/'finetune'/f'{n}.ipynb') for n in names]
     steps += [('evaluate', n, exp/'eval'/f'{n}.ipynb') for n in names]
+    if router: steps += [('evaluate', n + ROUTER_SUFFIX, exp/'eval'/f'{n}{ROUTER_SUFFIX}.ipynb') for n in multi_models]
     return steps
 
 # %% ../nbs/60_sweep.ipynb #b763edd5
+CONSISTENCY_OPTS = '{"level_mode": "all", "consistency_weight": 1.0}'   # every level per batch + KL(finest || coarser)
 RUN_ONLY_FIELDS = ('experiment', 'batch_size', 'device', 'feature_cache', 'out_root', 'nbs_dir')   # the name, speed and places: not recorded
 
 @dataclass
@@ -73,6 +77,10 @@ class SweepConfig:
     per_level_levels: str = '2,4,8,16'  # one finetuned model per level (the seed's experiment); empty: every level of pool_levels
     multi_opts: str = ''                # FinetuneConfig fields for the multi-level model only, e.g. '{"level_mode": "all"}'
     multi_from: int = 0                 # start the multi-level model from the per-level model of this level (0: from scratch)
+    consistency_opts: str = CONSISTENCY_OPTS  # a second multi-level model, trained for dynamic use with these fields over multi_opts ('': none)
+    consistency_steps: int = 0          # optimizer steps of that model (0: multi_steps)
+    n_router: int = 100                 # held-out synthetic clips per task for fitting dynamic compression (tiny only; 0: none)
+    router_root: str = ''               # real data: MVBench-layout held-out questions for that ('': half the evaluation questions)
     feature_cache: bool = True          # encode each clip once with the frozen towers and share it across all steps
     out_root: str = ''                  # where runs/<experiment> goes (empty: config.runs_root(): $DC_RUNS or the repository's runs/)
     nbs_dir: str = ''                   # folder of the driver notebooks (empty: the repository's nbs/)
@@ -96,10 +104,28 @@ class SweepConfig:
     @property
     def multi_max_steps(self) -> int: return self.multi_steps or self.finetune_steps
 
+    @property
+    def multi_models(self) -> list[str]:
+        "The multi-level models: 'multi' (plainly trained) and, with `consistency_opts`, 'multi_consistency'."
+        if not self.multi_level: return []
+        return ['multi'] + (['multi_consistency'] if self.consistency_opts else [])
+
+    def multi_finetune_opts(self, name: str) -> dict:
+        "FinetuneConfig fields of multi-level model `name` (over `finetune_opts`)."
+        extra = json.loads(self.multi_opts or '{}')
+        if name == 'multi_consistency': extra |= json.loads(self.consistency_opts)
+        return extra
+
+    def steps_of(self, name: str) -> int:
+        "Optimizer steps of model `name` (a per-level `pool<b>` or a multi-level one)."
+        if name == 'multi_consistency': return self.consistency_steps or self.multi_max_steps
+        return self.multi_max_steps if name == 'multi' else self.finetune_steps
+
     def settings(self) -> dict:
         "What shapes the results (recorded in `sweep_settings.json`): every field but `RUN_ONLY_FIELDS`, levels parsed, steps resolved."
         s = {k: v for k, v in asdict(self).items() if k not in RUN_ONLY_FIELDS}
-        return s | dict(pool_levels=self.levels, per_level_levels=self.fixed_levels, multi_steps=self.multi_max_steps)
+        return s | dict(pool_levels=self.levels, per_level_levels=self.fixed_levels, multi_steps=self.multi_max_steps,
+                        consistency_steps=self.steps_of('multi_consistency'))
 
 # %% ../nbs/60_sweep.ipynb #56da4bbf
 def check_settings(exp, settings: dict) -> dict:
@@ -132,29 +158,33 @@ def run_sweep(cfg: SweepConfig | None = None, log=print, **kwargs) -> Path:
         if cfg.preset != 'tiny': raise ValueError(f"preset {cfg.preset!r} needs data_root (VideoGPT+ instruction data) and mvbench_root")
         from dyncompress.data.synthetic import make_synthetic
         log(f"data  synthetic benchmark -> {exp/'data'}")
-        make_synthetic(exp/'data', n_train=cfg.n_train, n_eval=cfg.n_eval, seed=cfg.seed, option_order=cfg.option_order)
+        make_synthetic(exp/'data', n_train=cfg.n_train, n_eval=cfg.n_eval, seed=cfg.seed, option_order=cfg.option_order,
+                       n_router=cfg.n_router)
         data = dict(data_root=str(exp/'data'), mvbench_root=str(exp/'data'/'eval'))
+    router_root = cfg.router_root or (str(exp/'data'/'router') if not cfg.data_root and cfg.n_router else '')
     if not data['mvbench_root']: raise ValueError("mvbench_root is required with a data_root")
     cache = str(exp/'features') if cfg.feature_cache else ''
     common = dict(preset=cfg.preset, data_root=data['data_root'], deepspeed=cfg.deepspeed, feature_cache=cache)
     pre = {t: exp/'pretrain'/t for t in ('mm_projector', 'image_mm_projector')}
     seed_opts = json.dumps({'seed': cfg.seed})
-    plan = [s for s in sweep_plan(exp, levels, cfg.multi_level) if s[0] == 'pretrain' or s[1] == 'multi' or int(s[1][4:]) in fixed_levels]
+    multis = cfg.multi_models
+    plan = sweep_plan(exp, fixed_levels, multis, router=bool(router_root))
     done_times = {}
     for k, (kind, name, dst) in enumerate(plan, 1):
         if kind == 'pretrain':
             p = dict(common, tune=name, output_dir=str(pre[name]), max_steps=cfg.pretrain_steps, opts=seed_opts)
         elif kind == 'finetune':
-            extra = json.loads((cfg.multi_opts if name == 'multi' else '') or '{}')
-            if name == 'multi' and cfg.multi_from: extra['init_adapter'] = str(exp/'finetune'/f'pool{cfg.multi_from}')
+            extra = cfg.multi_finetune_opts(name) if name in multis else {}
+            if name in multis and cfg.multi_from: extra['init_adapter'] = str(exp/'finetune'/f'pool{cfg.multi_from}')
             opts = json.dumps({**json.loads(cfg.finetune_opts or '{}'), **extra, 'seed': cfg.seed})
-            p = dict(common, output_dir=str(exp/'finetune'/name), max_steps=cfg.multi_max_steps if name == 'multi' else cfg.finetune_steps,
+            p = dict(common, output_dir=str(exp/'finetune'/name), max_steps=cfg.steps_of(name),
                      opts=opts, init_mm_projector=str(pre['mm_projector']), init_image_mm_projector=str(pre['image_mm_projector']))
-            p |= dict(pool_levels=','.join(map(str, levels))) if name == 'multi' else dict(pool_level=int(name[4:]))
+            p |= dict(pool_levels=','.join(map(str, levels))) if name in multis else dict(pool_level=int(name[4:]))
         else:
-            p = dict(model=str(exp/'finetune'/name), mvbench_root=data['mvbench_root'], out_dir=str(exp/'eval'/name),
-                     pool_levels=','.join(map(str, levels)) if name == 'multi' else name[4:], protocol=cfg.protocol,
-                     batch_size=cfg.batch_size, limit=cfg.eval_limit, device=cfg.device, feature_cache=cache)
+            model, on_router = name.removesuffix(ROUTER_SUFFIX), name.endswith(ROUTER_SUFFIX)
+            p = dict(model=str(exp/'finetune'/model), mvbench_root=router_root if on_router else data['mvbench_root'],
+                     out_dir=str(exp/'eval'/name), pool_levels=','.join(map(str, levels)) if model in multis else model[4:],
+                     protocol=cfg.protocol, batch_size=cfg.batch_size, limit=cfg.eval_limit, device=cfg.device, feature_cache=cache)
         log(progress_line(k, len(plan), time.time() - t0, done_times, [kd for kd, _, _ in plan[k - 1:]]))
         ts = time.time()
         if run_step(nbs/f'{kind}.ipynb', dst, p, log=log): done_times.setdefault(kind, []).append(time.time() - ts)
@@ -162,19 +192,55 @@ def run_sweep(cfg: SweepConfig | None = None, log=print, **kwargs) -> Path:
                 data=data['mvbench_root'] + ('' if cfg.data_root else f' (synthetic, options {cfg.option_order})'), seeds=[cfg.seed],
                 pool_levels=levels, pretrain_steps=cfg.pretrain_steps, finetune_steps=cfg.finetune_steps,
                 multi_steps=cfg.multi_max_steps, protocol=cfg.protocol, mvbench_root=data['mvbench_root'])
+    if router_root: meta['router_root'] = router_root
     per_level = {b: exp/'eval'/f'pool{b}'/'records.jsonl' for b in fixed_levels}
     fixed = analyse_run(per_level, exp/'fixed',
                         dict(meta, experiment=f'{cfg.experiment}: one model per pool level', model_dir=str(exp/'finetune'/f'pool{fixed_levels[0]}')))
     reports = {"One model per pool level (the seed's experiment)": (fixed, list(per_level.values()))}
     multi = exp/'eval'/'multi'/'records.jsonl' if cfg.multi_level else None
-    if cfg.multi_level:
-        reports['One multi-level model: fixed levels, oracle and confidence cascade'] = (analyse_run(
-            multi, exp/'dynamic', dict(meta, experiment=f'{cfg.experiment}: one multi-level model', model_dir=str(exp/'finetune'/'multi'))),
-            [multi])
+    for name in multis:
+        title, folder = MULTI_REPORTS[name]
+        router = exp/'eval'/f'{name}{ROUTER_SUFFIX}'/'records.jsonl' if router_root else None
+        reports[title] = (analyse_run(exp/'eval'/name/'records.jsonl', exp/folder, dict(
+            meta, experiment=f'{cfg.experiment}: {title[0].lower() + title[1:]}', model_dir=str(exp/'finetune'/name),
+            multi_opts=cfg.multi_finetune_opts(name), multi_steps=cfg.steps_of(name)), router_records=router),
+            [exp/'eval'/name/'records.jsonl'])
     summary = sweep_summary(per_level, multi, exp/'claims', dict(meta, model_dir=str(exp/'finetune'/('multi' if cfg.multi_level else f'pool{fixed_levels[0]}'))))
-    out = write_index(exp, reports, meta, time.time() - t0, summary['markdown'])
+    comparison = multi_comparison({name: exp/'eval'/name/'records.jsonl' for name in multis}) if len(multis) > 1 else ''
+    out = write_index(exp, reports, meta, time.time() - t0, summary['markdown'] + comparison)
     for line in summary['headline']: log(f"headline  {line}")
     return out
+
+# %% ../nbs/60_sweep.ipynb #d11bbbca
+MULTI_REPORTS = {'multi': ('One multi-level model: fixed levels, oracle, cascade and router', 'dynamic'),
+                 'multi_consistency': ('The multi-level model trained with the consistency term', 'dynamic_consistency')}
+
+def multi_comparison(records: dict, title: str = '## Two multi-level trainings') -> str:
+    "Markdown: accuracy per level of `{'multi': path, 'multi_consistency': path}` on matched questions, the paired difference, the goal line."
+    from dyncompress.analysis.report import load_records
+    from dyncompress.analysis.dynamic import paired_bootstrap
+    from dyncompress.eval.scoring import accuracy_text, to_markdown
+    import pandas as pd
+    (na, pa), (nb, pb) = records.items()
+    ra, rb = (load_records(p).assign(qid=lambda r: r.qid.astype(str)) for p in (pa, pb))
+    wide = {n: r.pivot_table(index='qid', columns='pool_level', values='correct', aggfunc='first') for n, r in ((na, ra), (nb, rb))}
+    levels = sorted(set(wide[na].columns) & set(wide[nb].columns))
+    qids = wide[na].index.intersection(wide[nb].index)
+    rows, ok = [], True
+    for b in levels:
+        a, c = (wide[n].loc[qids, b].astype(float).to_numpy() for n in (na, nb))
+        lo, hi = paired_bootstrap(c, a)
+        ok &= hi >= 0
+        rows.append({'pool level': b, na: accuracy_text(int(a.sum()), len(a)), nb: accuracy_text(int(c.sum()), len(c)),
+                     'difference (points) [95% paired bootstrap]': f"{(c.mean() - a.mean()) * 100:+.1f} [{lo * 100:+.1f}, {hi * 100:+.1f}]"})
+    coarse = rows[-1]['difference (points) [95% paired bootstrap]'] if rows else ''
+    gain = bool(rows) and float(coarse.split()[0]) > 0
+    goal = (f"Goal (`{nb}` at least as accurate at every level, within the intervals, and more accurate at the coarsest, "
+            f"b={levels[-1] if levels else '–'}): **{'met' if ok and gain else 'not met'}** — "
+            f"{'no level where it is worse beyond the interval' if ok else 'worse beyond the interval at some level'}; "
+            f"at the coarsest level {coarse} points.")
+    return '\n'.join([title, "", f"Accuracy % [95% Wilson interval] on the {len(qids)} questions both models answered:", "",
+                      to_markdown(pd.DataFrame(rows).set_index('pool level')), "", goal, ""])
 
 # %% ../nbs/60_sweep.ipynb #ee7a2fac
 def write_index(exp, reports: dict, meta: dict, wall_s: float, claims_md: str = '') -> Path:

@@ -17,6 +17,7 @@ from ..config import GEOMETRIES, save_json
 from ..pooling import check_pool_level
 from ..eval import scoring
 from ..eval.scoring import to_markdown, wilson_interval, accuracy_text
+from ..eval.records import read_jsonl
 from .tokenaware import read_records, read_run, token_aware_subset, subset_accuracy_table
 from .dynamic import (matched_levels, compare_policies, preset_level_costs, level_costs, LevelCosts,
                                           flops_table, towers_dominate_from, costs_from_model_config,
@@ -24,9 +25,10 @@ from .dynamic import (matched_levels, compare_policies, preset_level_costs, leve
                                           towers_vs_llm_text, flops_text)
 
 # %% auto #0
-__all__ = ['PROJECTED_PRESET', 'REPORT_PRESETS', 'load_records', 'chance_level', 'task_groups', 'accuracy_intervals',
-           'plot_accuracy_by_level', 'plot_task_heatmap', 'plot_policies', 'plot_subset_bars', 'run_costs',
-           'calibrated_cascade_section', 'write_report', 'analyse_run', 'records_arg', 'dc_report']
+__all__ = ['PROJECTED_PRESET', 'ROUTER_GAP_GOAL', 'ROUTER_COST_GOAL', 'ECE_GOAL', 'REPORT_PRESETS', 'load_records',
+           'chance_level', 'task_groups', 'accuracy_intervals', 'plot_accuracy_by_level', 'plot_task_heatmap',
+           'plot_policies', 'plot_subset_bars', 'run_costs', 'cost_models', 'calibrated_cascade_section',
+           'dynamic_policies_section', 'write_report', 'analyse_run', 'records_arg', 'dc_report']
 
 # %% ../../nbs/52_report.ipynb #6032a29c
 def load_records(src, scorer: str = 'robust', protocol: str | None = None) -> pd.DataFrame:
@@ -239,6 +241,13 @@ def _split_settings(meta: dict) -> dict:
                 seed=int(meta.get('split_seed', (meta.get('seeds') or [0])[0])),
                 tolerance=float(meta.get('calibration_tolerance', 0.01)))
 
+def cost_models(costs: LevelCosts, levels, meta: dict, projected: str | None = PROJECTED_PRESET) -> dict:
+    "The FLOP models a report shows: this run's (when it has one) and `projected` (a real preset) unless the run is that preset."
+    models = {'this model': costs} if costs.llm else {}
+    if projected and projected != meta.get('preset'):
+        models[f"{projected}, projected"] = preset_level_costs(projected, levels, int(meta.get('text_tokens', TEXT_TOKENS)))
+    return models
+
 def calibrated_cascade_section(m, costs: LevelCosts, meta: dict, projected: str | None = PROJECTED_PRESET,
                                title: str = '## Calibrated cascade') -> tuple[CalibratedCascade | None, list[str]]:
     "Run `calibrated_cascade` on matched levels and describe it in markdown lines (None and a reason if it cannot run)."
@@ -246,10 +255,7 @@ def calibrated_cascade_section(m, costs: LevelCosts, meta: dict, projected: str 
     head = [title, ""]
     if len(levels) < 2: return None, head + ["Needs at least two pool levels.", ""]
     st = _split_settings(meta)
-    models = {}
-    if costs.llm: models['this model'] = costs
-    if projected and projected != meta.get('preset'):
-        models[f"{projected}, projected"] = preset_level_costs(projected, levels, int(meta.get('text_tokens', TEXT_TOKENS)))
+    models = cost_models(costs, levels, meta, projected)
     try: cc = calibrated_cascade(m, costs, st['fraction'], st['seed'], st['tolerance'], cost_models=models)
     except ValueError as e: return None, head + [f"Not computed: {e}.", ""]
     task_of = pd.Series(m.task.values, index=m.task.index.astype(str))
@@ -283,8 +289,66 @@ def calibrated_cascade_section(m, costs: LevelCosts, meta: dict, projected: str 
     return cc, L + [""]
 
 # %% ../../nbs/52_report.ipynb #5e23f820
-def write_report(recs: pd.DataFrame, out_dir, meta: dict | None = None, extra_runs: dict | None = None) -> Path:
-    "Write tables, plots and `report.md` for a long records table; returns the report's path."
+ROUTER_GAP_GOAL, ROUTER_COST_GOAL, ECE_GOAL = 0.40, 0.01, 0.05   # the study's goals for the router and the calibration
+
+def _setting_text(policy: str, param) -> str:
+    if param in ('', None) or (isinstance(param, float) and np.isnan(param)): return ''
+    return {'fixed': 'b=%d', 'cascade': 'τ=%.3g', 'router': 'δ=%.3g'}.get(policy, '%s') % float(param)
+
+def dynamic_policies_section(rows, router_rows, costs: LevelCosts, meta: dict, out, projected: str | None = PROJECTED_PRESET,
+                             title: str = '## Dynamic policies: fixed levels, cascade, router, oracle') -> tuple:
+    "Run `router.dynamic_policies` on raw records, save `decisions.csv` and `router.json` under `out`, describe it in markdown lines."
+    from dyncompress.analysis.router import dynamic_policies
+    head = [title, ""]
+    levels = sorted({int(r['pool_level']) for r in rows})
+    if len(levels) < 2: return None, head + ["Needs at least two pool levels.", ""]
+    st, models = _split_settings(meta), cost_models(costs, levels, meta, projected)
+    try: dp = dynamic_policies(rows, costs, router_rows, models, st['fraction'], st['seed'], st['tolerance'],
+                               calibrate_by=meta.get('calibrate_by', 'level'))
+    except ValueError as e: return None, head + [f"Not computed: {e}.", ""]
+    out = Path(out)
+    dp.decisions.to_csv(out/'decisions.csv', index=False); dp.router.save(out/'router.json')
+    pol = dp.policies
+    rows_md = pd.DataFrame({'policy': pol.policy, 'setting': [_setting_text(k, p) for k, p in zip(pol.policy, pol.param)],
+                            'accuracy (%) [95% interval]': [accuracy_text(k, n) for k, n in zip(pol.right, pol.n)],
+                            'mean visual tokens': pol.visual_tokens.round(1), 'LLM passes': pol.passes.round(2)})
+    for name in models: rows_md[f"FLOPs ({name})"] = [flops_text(v) for v in pol[f"flops {name}"]]
+    cal = dp.calibration
+    ece_ok = bool((cal.ece_after <= ECE_GOAL + 1e-12).all())
+    g = dp.gaps['router']
+    gap_txt = lambda d: (f"{d['gap'] * 100:.0f}% [{d['lo'] * 100:.0f}, {d['hi'] * 100:.0f}]" if np.isfinite(d['gap'])
+                         else "undefined (the oracle is no better than the fixed levels there)")
+    share = max(dp.router_share.values()) if dp.router_share else float('nan')
+    L = head + [f"- **Parts** (questions): " + ", ".join(f"{k} {v}" for k, v in dp.sizes.items())
+                + f"; calibration part: per task, the first {st['fraction'] * 100:.0f}% of the evaluation questions by a "
+                f"SHA-256 hash of split seed {st['seed']} and the question id.",
+                f"- **Cascade**: levels {' → '.join(map(str, dp.cascade_rule['chain']))}, τ = {dp.cascade_rule['tau']:.3g} on "
+                "calibrated confidences, the cheapest within "
+                f"{st['tolerance'] * 100:g} point of the best fixed level on the calibration part.",
+                f"- **Router**: per level, a logistic regression of 'answered right at this level' on the coarsest pass's "
+                f"option probabilities (max, margin, entropy), the task and the question's words ({len(dp.router.feature_names)} "
+                f"features); it answers with the cheapest level whose predicted accuracy is within δ = {dp.router.delta:.3g} of "
+                "the best level's (δ chosen by the cascade's rule on out-of-fold predictions). Saved: `router.json`.", "",
+                "On the report part:", "", to_markdown(rows_md.set_index('policy')), "",
+                "**Gap to the oracle closed** (at the policy's mean visual tokens: (policy − fixed-level curve) / (oracle − "
+                "fixed-level curve), the curve interpolated linearly in tokens; 95% paired bootstrap): "
+                + "; ".join(f"{p} {gap_txt(d)} at {d['visual_tokens']:.0f} tokens" for p, d in dp.gaps.items()) + ".", "",
+                f"- Goal: the router closes ≥ {ROUTER_GAP_GOAL * 100:.0f}% of the gap — "
+                f"**{'met' if np.isfinite(g['gap']) and g['gap'] >= ROUTER_GAP_GOAL else 'not met'}** ({gap_txt(g)}).",
+                f"- Goal: the router's own cost < {ROUTER_COST_GOAL * 100:.0f}% of the cheapest level's FLOPs — "
+                f"**{'met' if share < ROUTER_COST_GOAL else 'not met'}** ({dp.router.flops:.0f} FLOPs, "
+                + ", ".join(f"1/{1 / v:,.0f} of it ({k})" for k, v in dp.router_share.items()) + ").",
+                f"- Goal: after calibration, expected calibration error ≤ {ECE_GOAL} at every level — "
+                f"**{'met' if ece_ok else 'not met'}** (report part; temperatures fitted on the calibration part):", "",
+                to_markdown(cal.set_index('pool_level').round(3)), "",
+                "Every decision: `decisions.csv` (each accuracy and cost above is recomputed from it by "
+                "`analysis.router.policies_from_decisions`).", ""]
+    return dp, L
+
+# %% ../../nbs/52_report.ipynb #e695ef6d
+def write_report(recs: pd.DataFrame, out_dir, meta: dict | None = None, extra_runs: dict | None = None,
+                 dynamic: tuple | None = None) -> Path:
+    "Write tables, plots and `report.md` for a long records table (`dynamic`: raw rows and router-training rows); returns the report's path."
     meta, out = dict(meta or {}), Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     levels = sorted(int(b) for b in recs.pool_level.unique())
@@ -325,14 +389,18 @@ def write_report(recs: pd.DataFrame, out_dir, meta: dict | None = None, extra_ru
         gt = ci_table(recs.assign(task=recs.task.map(groups))).drop(index='Overall').rename_axis('group')
     cc, cal_lines = calibrated_cascade_section(m, costs, meta)
     if cc is not None: cc.policies.to_csv(out/'calibrated_cascade.csv', index=False)
+    dp, dyn_lines = dynamic_policies_section(*dynamic, costs, meta, out) if dynamic else (None, [])
     md = _report_md(recs, meta, levels, m, overall, q_ci, pol, costs, cost_note, has_flops, sub, ft, dom, plots, out, gt,
-                    cal_lines)
+                    list(cal_lines) + dyn_lines)
     (out/'report.md').write_text(md)
     save_json(dict(meta=meta, levels=levels, n_questions=int(m.n_common), policies=pol.to_dict('records'),
                    towers_dominate_from=dom, subset=None if sub is None else {k: sub[k] for k in ('n_subset', 'accuracy')},
                    calibrated_cascade=None if cc is None else dict(tau=cc.tau, rule=cc.rule, n_calibration=cc.n_calibration,
                                                                    n_report=cc.n_report, difference=cc.difference,
-                                                                   policies=cc.policies.to_dict('records'))),
+                                                                   policies=cc.policies.to_dict('records')),
+                   dynamic=None if dp is None else dict(sizes=dp.sizes, cascade_rule=dp.cascade_rule, gaps=dp.gaps,
+                                                        router_share=dp.router_share, policies=dp.policies.to_dict('records'),
+                                                        calibration=dp.calibration.to_dict('records'))),
               out/'analysis.json')
     return out/'report.md'
 
@@ -456,7 +524,7 @@ def _report_md(recs, meta, levels, m, overall, q, pol, costs, cost_note, has_flo
 
 # %% ../../nbs/52_report.ipynb #8591b93c
 def analyse_run(records, out_dir, meta: dict | None = None, scorer: str = 'robust', protocol: str | None = None,
-                extra_runs: dict | None = None) -> Path:
+                extra_runs: dict | None = None, router_records=None) -> Path:
     "Records (path, folder, list or `{level: path}`) → `out_dir/report.md` with tables and plots; returns its path."
     meta = dict(meta or {})
     recs = load_records(records, scorer=scorer, protocol=protocol)
@@ -464,7 +532,15 @@ def analyse_run(records, out_dir, meta: dict | None = None, scorer: str = 'robus
     meta.setdefault('scorer', scorer)
     if protocol: meta.setdefault('protocol', protocol)
     extra = {n: read_run(p, label=n, scorer=scorer) for n, p in (extra_runs or {}).items()} or None
-    return write_report(recs, out_dir, meta, extra)
+    dynamic = None
+    if router_records is not None:          # the dynamic policies need the raw rows (option probabilities)
+        if scorer != 'robust': raise UserError(f"router records are analysed with the robust scorer, not {scorer!r}")
+        if isinstance(records, dict) or (Path(records).is_dir() and not (Path(records)/'records.jsonl').exists()):
+            raise UserError(f"with router records, give one multi-level model's records.jsonl (or its folder), not {records}")
+        raw = lambda p: [r for r in read_jsonl(Path(p)/'records.jsonl' if Path(p).is_dir() else p)
+                         if protocol is None or r.get('protocol') == protocol]
+        dynamic = (raw(records), raw(router_records))
+    return write_report(recs, out_dir, meta, extra, dynamic)
 
 # %% ../../nbs/52_report.ipynb #544d63f5
 from fastcore.script import Param
@@ -495,12 +571,13 @@ def dc_report(
     scorer: str = 'robust',         # robust, official or seed
     protocol: str = None,           # keep only records of this protocol
     text_tokens: int = TEXT_TOKENS, # prompt text tokens around the visual tokens, for FLOPs
+    router_records: str = None,     # the same multi-level model's records on held-out questions: adds the dynamic policies
 ):
     "Analyse evaluation records: accuracy by level and task, costs, oracle and cascade, token-aware subset → report.md."
     if preset is not None and preset not in REPORT_PRESETS:
         raise UserError(f"unknown --preset {preset!r}; known: {', '.join(REPORT_PRESETS)} (or give --model_dir)")
     meta = {k: v for k, v in dict(experiment=experiment, preset=preset, model_dir=model_dir, data=data,
                                   text_tokens=text_tokens).items() if v is not None}
-    path = analyse_run(records_arg(records), out_dir, meta, scorer=scorer, protocol=protocol)
+    path = analyse_run(records_arg(records), out_dir, meta, scorer=scorer, protocol=protocol, router_records=router_records)
     print(path)
     return path
