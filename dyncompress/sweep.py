@@ -12,8 +12,9 @@ from .cli import UserError
 from .pooling import parse_pool_levels
 
 # %% auto #0
-__all__ = ['ROUTER_SUFFIX', 'CONSISTENCY_OPTS', 'RUN_ONLY_FIELDS', 'MULTI_REPORTS', 'run_step', 'sweep_plan', 'SweepConfig',
-           'check_settings', 'progress_line', 'run_sweep', 'multi_comparison', 'write_index', 'compare_sweeps']
+__all__ = ['ROUTER_SUFFIX', 'DEMO_LEVELS', 'CONSISTENCY_OPTS', 'RUN_ONLY_FIELDS', 'MULTI_REPORTS', 'run_step', 'sweep_plan',
+           'SweepConfig', 'check_settings', 'progress_line', 'run_sweep', 'multi_comparison', 'write_index',
+           'compare_sweeps']
 
 # %% ../nbs/60_sweep.ipynb #7e3c62c9
 def run_step(src, dst, params: dict, done=None, *, cwd=None, log=print) -> bool:
@@ -49,6 +50,7 @@ def sweep_plan(exp, per_level, multi_models=('multi',), router: bool = False) ->
     return steps
 
 # %% ../nbs/60_sweep.ipynb #b763edd5
+DEMO_LEVELS = '2,4,8,16'   # the seed's finetuned levels; level 1 (1,664 visual tokens per tiny video) costs more per step than the four together
 CONSISTENCY_OPTS = '{"level_mode": "all", "consistency_weight": 1.0}'   # every level per batch + KL(finest || coarser)
 RUN_ONLY_FIELDS = ('experiment', 'batch_size', 'device', 'feature_cache', 'out_root', 'nbs_dir')   # the name, speed and places: not recorded
 
@@ -57,7 +59,7 @@ class SweepConfig:
     "One sweep's settings; the defaults are `make demo`'s recipe (tiny preset, synthetic benchmark, CPU)."
     experiment: str = 'demo'            # name of the run folder runs/<experiment>
     preset: str = 'tiny'                # model preset: tiny, qwen2.5-1.5b, qwen2.5-3b
-    pool_levels: str | tuple = POOL_LEVELS  # pool levels b of the multi-level model (trained and evaluated at each)
+    pool_levels: str | tuple = DEMO_LEVELS  # pool levels b of the multi-level models (trained and evaluated at each)
     multi_level: bool = True            # also finetune one model on several levels (for dynamic compression)
     data_root: str = ''                 # VideoGPT+ instruction data root ('' with tiny: generate the synthetic benchmark)
     mvbench_root: str = ''              # MVBench root (json/ + video/); '' with tiny: the synthetic benchmark's eval split
@@ -74,11 +76,11 @@ class SweepConfig:
     device: str = 'cpu'                 # evaluation device: cpu or cuda
     finetune_opts: str = ''             # extra FinetuneConfig fields as JSON, e.g. '{"learning_rate": 1e-3}'
     multi_steps: int = 1000             # optimizer steps of the multi-level finetune (0: finetune_steps)
-    per_level_levels: str = '2,4,8,16'  # one finetuned model per level (the seed's experiment); empty: every level of pool_levels
+    per_level_levels: str = DEMO_LEVELS # one finetuned model per level (the seed's experiment); empty: every level of pool_levels
     multi_opts: str = ''                # FinetuneConfig fields for the multi-level model only, e.g. '{"level_mode": "all"}'
     multi_from: int = 0                 # start the multi-level model from the per-level model of this level (0: from scratch)
     consistency_opts: str = CONSISTENCY_OPTS  # a second multi-level model, trained for dynamic use with these fields over multi_opts ('': none)
-    consistency_steps: int = 0          # optimizer steps of that model (0: multi_steps)
+    consistency_steps: int = 500        # optimizer steps of that model (0: multi_steps); each runs every level
     n_router: int = 100                 # held-out synthetic clips per task for fitting dynamic compression (tiny only; 0: none)
     router_root: str = ''               # real data: MVBench-layout held-out questions for that ('': half the evaluation questions)
     feature_cache: bool = True          # encode each clip once with the frozen towers and share it across all steps

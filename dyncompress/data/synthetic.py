@@ -15,11 +15,12 @@ from .mvbench import MVBenchTask, write_task_table
 from ..eval.scoring import question_text, option_letter   # the evaluation's own prompt text
 
 # %% auto #0
-__all__ = ['PALETTE', 'SHAPES', 'NUMBERS', 'DIRECTIONS', 'SYNTHETIC_TASKS', 'BIG_SIDE', 'FADES', 'SIDES', 'DEFAULT_TASKS',
-           'SPLIT_IDS', 'GENERATOR_VERSION', 'OPTION_ORDERS', 'shape_mask', 'paint', 'ClipSpec', 'task_count_crosses',
-           'task_small_color', 'task_small_shape', 'task_direction', 'task_flash_count', 'task_color_order',
-           'SyntheticTask', 'task_spot_color', 'task_odd_color', 'task_big_color', 'task_last_color', 'task_fade',
-           'task_half_side', 'make_items', 'write_mvbench_split', 'make_synthetic', 'dc_make_synthetic']
+__all__ = ['PALETTE', 'SHAPES', 'NUMBERS', 'DIRECTIONS', 'SYNTHETIC_TASKS', 'BIG_SIDE', 'FADES', 'SIDES', 'BRIGHTNESS',
+           'GREY_LEVELS', 'DEFAULT_TASKS', 'SPLIT_IDS', 'GENERATOR_VERSION', 'OPTION_ORDERS', 'shape_mask', 'paint',
+           'ClipSpec', 'task_count_crosses', 'task_small_color', 'task_small_shape', 'task_direction',
+           'task_flash_count', 'task_color_order', 'SyntheticTask', 'task_spot_color', 'task_odd_color',
+           'task_big_color', 'task_last_color', 'task_fade', 'task_half_side', 'task_brightness', 'make_items',
+           'write_mvbench_split', 'make_synthetic', 'dc_make_synthetic']
 
 # %% ../../nbs/15_synthetic.ipynb #d4cde012
 PALETTE = {'red': (220, 40, 40), 'green': (40, 190, 60), 'blue': (50, 90, 235), 'yellow': (235, 215, 40)}
@@ -253,6 +254,17 @@ def task_half_side(rng, v, spec):
     return (_still(img, spec), "Which half of the screen is coloured?", a, [s for s in SIDES if s != a],
             f"The {a} half of the screen is {c}.")
 
+# %% ../../nbs/15_synthetic.ipynb #49be3848
+BRIGHTNESS = ('very dark', 'dark', 'bright', 'very bright')
+GREY_LEVELS = (30, 95, 160, 225)       # the screen's grey value for each answer (±12 per-clip nuisance)
+
+def task_brightness(rng, v, spec):
+    "The whole screen is one grey, `BRIGHTNESS[v]` (coarse: any pooling keeps a uniform frame's value)."
+    level = np.clip(GREY_LEVELS[v] + int(rng.integers(-12, 13)) + rng.integers(-6, 7, 3), 0, 255)
+    img = np.broadcast_to(level.astype(np.uint8), (spec.size, spec.size, 3)).copy()
+    a = BRIGHTNESS[v]
+    return (_still(img, spec), "How bright is the screen?", a, [b for b in BRIGHTNESS if b != a], f"The screen is {a}.")
+
 # %% ../../nbs/15_synthetic.ipynb #714b5148
 SYNTHETIC_TASKS |= {t.name: t for t in [
     SyntheticTask('spot_color', 'detail', task_spot_color, 'Spot Colour'),
@@ -261,8 +273,9 @@ SYNTHETIC_TASKS |= {t.name: t for t in [
     SyntheticTask('last_color', 'coarse', task_last_color, 'Last Colour'),
     SyntheticTask('fade', 'coarse', task_fade, 'Fade'),
     SyntheticTask('half_side', 'coarse', task_half_side, 'Half Side'),
+    SyntheticTask('brightness', 'coarse', task_brightness, 'Brightness'),
 ]}
-DEFAULT_TASKS = ('spot_color', 'odd_color', 'big_color', 'last_color', 'fade', 'half_side')  # the demo's set: 2 detail, 4 coarse
+DEFAULT_TASKS = ('spot_color', 'odd_color', 'big_color', 'last_color', 'fade', 'brightness')  # the demo's set: 2 detail, 4 coarse
 
 # %% ../../nbs/15_synthetic.ipynb #27b332a1
 SPLIT_IDS = {'train': 1, 'eval': 2, 'router': 3}
