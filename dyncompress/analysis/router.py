@@ -17,11 +17,11 @@ from .calibration import fit_level_temperatures, recalibrate, calibration_table
 from ..eval.scoring import wilson_interval
 
 # %% auto #0
-__all__ = ['PLANTED_QUESTIONS', 'PROB_FEATURES', 'WORD_RE', 'L2', 'L2_BIAS', 'DELTA_BLOCK', 'DECISION_COLUMNS', 'record_rows',
-           'records_matched', 'planted_router_records', 'question_words', 'feature_vocabulary', 'router_features',
-           'fit_logistic', 'LevelRouter', 'fit_router', 'LevelCalibration', 'calibrate_levels', 'param_text',
-           'decisions_table', 'write_decisions', 'read_decisions', 'policies_from_decisions', 'gap_closed',
-           'DynamicPolicies', 'dynamic_policies']
+__all__ = ['PLANTED_QUESTIONS', 'PROB_FEATURES', 'WORD_RE', 'L2', 'L2_BIAS', 'DELTA_BLOCK', 'DECISION_COLUMNS',
+           'ROUTER_QID_PREFIX', 'record_rows', 'records_matched', 'planted_router_records', 'question_words',
+           'feature_vocabulary', 'router_features', 'fit_logistic', 'LevelRouter', 'fit_router', 'LevelCalibration',
+           'calibrate_levels', 'param_text', 'decisions_table', 'write_decisions', 'read_decisions',
+           'policies_from_decisions', 'gap_closed', 'DynamicPolicies', 'question_identity', 'dynamic_policies']
 
 # %% ../../nbs/55_router.ipynb #206a1df9
 def record_rows(records) -> list[dict]:
@@ -62,7 +62,7 @@ def planted_router_records(n_per_task: int = 100, levels=(1, 4, 16), tokens: dic
                 p = rng.dirichlet(np.ones(4))
                 k = int(p.argmax())
                 y = k if right else int((k + 1 + rng.integers(3)) % 4)
-                rows.append(dict(qid=qid, task=task, question=PLANTED_QUESTIONS[task], candidates=['w', 'x', 'y', 'z'],
+                rows.append(dict(qid=qid, task=task, video=f"{qid}.mp4", question=PLANTED_QUESTIONS[task], candidates=['w', 'x', 'y', 'z'],
                                  answer_idx=y, pred_idx=k, correct=bool(right), option_probs=p.tolist(),
                                  confidence=float(p.max()), pool_level=int(b),
                                  visual_tokens=None if tokens is None else tokens[b], error=None))
@@ -418,6 +418,13 @@ def _write_csv(df, path) -> Path:
     return path
 
 # %% ../../nbs/55_router.ipynb #c8a954dd
+ROUTER_QID_PREFIX = 'router-training:'
+
+def question_identity(r: dict) -> tuple:
+    "What makes two records the same question: the video file and the question text (the qid when a record has no video)."
+    return (str(r.get('video') or r['qid']), str(r.get('question', '')))
+
+# %% ../../nbs/55_router.ipynb #b7e1b7bf
 def dynamic_policies(report_records, costs: LevelCosts, router_train_records=None, cost_models: dict | None = None,
                      fraction: float = 0.5, seed: int = 0, tolerance: float = 0.01, n_boot: int = 2000,
                      chains='subsets', calibrate_by: str = 'level', **router_kw) -> DynamicPolicies:
@@ -435,9 +442,10 @@ def dynamic_policies(report_records, costs: LevelCosts, router_train_records=Non
         train, part = [r for r in lc.records if str(r['qid']) in keep], split
     else:
         train = recalibrate(record_rows(router_train_records), lc.temperatures)
-        tq = sorted({str(r['qid']) for r in train})
-        clash = set(tq) & set(m.correct.index.astype(str))
+        clash = {question_identity(r) for r in train} & {question_identity(r) for r in rows}
         if clash: raise ValueError(f"{len(clash)} router-training questions are also among the report records, e.g. {sorted(clash)[:3]}")
+        train = [{**r, 'qid': ROUTER_QID_PREFIX + str(r['qid'])} for r in train]    # another folder's qids may repeat ours
+        tq = sorted({r['qid'] for r in train})
         part = pd.concat([split, pd.Series('router training', index=pd.Index(tq), name=split.name)])
     router = fit_router(train, costs, tolerance, seed=seed, **router_kw)
     keep = set(rep_q)
