@@ -48,4 +48,4 @@ def test_sweep_runs_and_resumes(tmp_path):
     again = _sweep(tmp_path)                                  # resume: every finished step is skipped
     assert again.count("skip  ") == len(steps) and "run   " not in again
     other = _sweep(tmp_path, finetune_steps=3, ok=False)      # other settings in the same folder: refused, nothing mixed
-    assert 'other settings (finetune_steps: 2 there, 3 now; multi_steps: 2 there, 3 now)' in other
+    assert 'other settings (consistency_steps: 2 there, 3 now; finetune_steps: 2 there, 3 now; multi_steps: 2 there, 3 now)' in other
