@@ -13,8 +13,8 @@ from .pooling import parse_pool_levels
 
 # %% auto #0
 __all__ = ['ROUTER_SUFFIX', 'DEMO_LEVELS', 'CONSISTENCY_OPTS', 'RUN_ONLY_FIELDS', 'MULTI_REPORTS', 'run_step', 'sweep_plan',
-           'SweepConfig', 'check_settings', 'progress_line', 'run_sweep', 'multi_comparison', 'write_index',
-           'compare_sweeps']
+           'SweepConfig', 'check_settings', 'progress_line', 'router_headline', 'run_sweep', 'multi_comparison',
+           'write_index', 'compare_sweeps']
 
 # %% ../nbs/60_sweep.ipynb #7e3c62c9
 def run_step(src, dst, params: dict, done=None, *, cwd=None, log=print) -> bool:
@@ -80,7 +80,7 @@ class SweepConfig:
     multi_opts: str = ''                # FinetuneConfig fields for the multi-level model only, e.g. '{"level_mode": "all"}'
     multi_from: int = 0                 # start the multi-level model from the per-level model of this level (0: from scratch)
     consistency_opts: str = CONSISTENCY_OPTS  # a second multi-level model, trained for dynamic use with these fields over multi_opts ('': none)
-    consistency_steps: int = 500        # optimizer steps of that model (0: multi_steps); each runs every level
+    consistency_steps: int = 800        # optimizer steps of that model (0: multi_steps); each runs every level
     n_router: int = 100                 # held-out synthetic clips per task for fitting dynamic compression (tiny only; 0: none)
     router_root: str = ''               # real data: MVBench-layout held-out questions for that ('': half the evaluation questions)
     feature_cache: bool = True          # encode each clip once with the frozen towers and share it across all steps
@@ -144,6 +144,21 @@ def progress_line(k: int, total: int, elapsed_s: float, done: dict, remaining_ki
     return f"step {k}/{total} · {elapsed_s/60:.1f} min elapsed · ~{left/60:.1f} min left"
 
 # %% ../nbs/60_sweep.ipynb #f3687c1e
+def router_headline(analysis_json) -> str:
+    "One line on the learned router from a report's `analysis.json` ('' when the report has no dynamic policies)."
+    from dyncompress.config import load_json
+    p = Path(analysis_json)
+    d = load_json(p).get('dynamic') if p.exists() else None
+    if not d: return ''
+    pol = {r['policy']: r for r in d['policies'] if r['policy'] != 'fixed'}
+    fixed = [r for r in d['policies'] if r['policy'] == 'fixed']
+    best = max(fixed, key=lambda r: (r['accuracy'], -r['visual_tokens']))
+    r, g = pol['router'], d['gaps']['router']
+    return (f"router ({d['sizes'].get('report', 0)} report questions): {r['accuracy'] * 100:.1f}% vs {best['accuracy'] * 100:.1f}% at "
+            f"b={int(best['param'])}, with {r['visual_tokens'] / best['visual_tokens'] * 100:.0f}% of its visual tokens; "
+            f"gap to the oracle closed {g['gap'] * 100:.0f}% [{g['lo'] * 100:.0f}, {g['hi'] * 100:.0f}]")
+
+# %% ../nbs/60_sweep.ipynb #06cfbbfb
 def run_sweep(cfg: SweepConfig | None = None, log=print, **kwargs) -> Path:
     "Pretrain → finetune per pool level (+ multi-level) → evaluate → analyse under `cfg` (or `SweepConfig(**kwargs)`); returns `report.md`'s path."
     from dyncompress.analysis.report import analyse_run
@@ -199,7 +214,6 @@ def run_sweep(cfg: SweepConfig | None = None, log=print, **kwargs) -> Path:
     fixed = analyse_run(per_level, exp/'fixed',
                         dict(meta, experiment=f'{cfg.experiment}: one model per pool level', model_dir=str(exp/'finetune'/f'pool{fixed_levels[0]}')))
     reports = {"One model per pool level (the seed's experiment)": (fixed, list(per_level.values()))}
-    multi = exp/'eval'/'multi'/'records.jsonl' if cfg.multi_level else None
     for name in multis:
         title, folder = MULTI_REPORTS[name]
         router = exp/'eval'/f'{name}{ROUTER_SUFFIX}'/'records.jsonl' if router_root else None
@@ -207,10 +221,14 @@ def run_sweep(cfg: SweepConfig | None = None, log=print, **kwargs) -> Path:
             meta, experiment=f'{cfg.experiment}: {title[0].lower() + title[1:]}', model_dir=str(exp/'finetune'/name),
             multi_opts=cfg.multi_finetune_opts(name), multi_steps=cfg.steps_of(name)), router_records=router),
             [exp/'eval'/name/'records.jsonl'])
-    summary = sweep_summary(per_level, multi, exp/'claims', dict(meta, model_dir=str(exp/'finetune'/('multi' if cfg.multi_level else f'pool{fixed_levels[0]}'))))
+    claims_model = multis[-1] if multis else None          # the model trained for dynamic use when there is one
+    if claims_model: meta['claims_multi_model'] = claims_model
+    multi = exp/'eval'/claims_model/'records.jsonl' if claims_model else None
+    summary = sweep_summary(per_level, multi, exp/'claims', dict(meta, model_dir=str(exp/'finetune'/(claims_model or f'pool{fixed_levels[0]}'))))
     comparison = multi_comparison({name: exp/'eval'/name/'records.jsonl' for name in multis}) if len(multis) > 1 else ''
     out = write_index(exp, reports, meta, time.time() - t0, summary['markdown'] + comparison)
-    for line in summary['headline']: log(f"headline  {line}")
+    for line in summary['headline'] + ([router_headline(exp/MULTI_REPORTS[claims_model][1]/'analysis.json')] if claims_model else []):
+        if line: log(f"headline  {line}")
     return out
 
 # %% ../nbs/60_sweep.ipynb #d11bbbca
