@@ -7,7 +7,7 @@ from __future__ import annotations
 import json, time
 from dataclasses import dataclass, asdict, replace
 from pathlib import Path
-from .config import POOL_LEVELS, save_json, record_settings, runs_root
+from .config import save_json, record_settings, runs_root
 from .cli import UserError
 from .pooling import parse_pool_levels
 
