@@ -210,6 +210,7 @@ def run_sweep(cfg: SweepConfig | None = None, log=print, **kwargs) -> Path:
                 pool_levels=levels, pretrain_steps=cfg.pretrain_steps, finetune_steps=cfg.finetune_steps,
                 multi_steps=cfg.multi_max_steps, protocol=cfg.protocol, mvbench_root=data['mvbench_root'])
     if router_root: meta['router_root'] = router_root
+    if 'multi_consistency' in multis: meta |= dict(consistency_opts=cfg.consistency_opts, consistency_steps=cfg.steps_of('multi_consistency'))
     per_level = {b: exp/'eval'/f'pool{b}'/'records.jsonl' for b in fixed_levels}
     fixed = analyse_run(per_level, exp/'fixed',
                         dict(meta, experiment=f'{cfg.experiment}: one model per pool level', model_dir=str(exp/'finetune'/f'pool{fixed_levels[0]}')))
@@ -226,7 +227,7 @@ def run_sweep(cfg: SweepConfig | None = None, log=print, **kwargs) -> Path:
     multi = exp/'eval'/claims_model/'records.jsonl' if claims_model else None
     summary = sweep_summary(per_level, multi, exp/'claims', dict(meta, model_dir=str(exp/'finetune'/(claims_model or f'pool{fixed_levels[0]}'))))
     comparison = multi_comparison({name: exp/'eval'/name/'records.jsonl' for name in multis}) if len(multis) > 1 else ''
-    out = write_index(exp, reports, meta, time.time() - t0, summary['markdown'] + comparison)
+    out = write_index(exp, reports, meta, time.time() - t0, summary['markdown'] + ('\n\n' + comparison if comparison else ''))
     for line in summary['headline'] + ([router_headline(exp/MULTI_REPORTS[claims_model][1]/'analysis.json')] if claims_model else []):
         if line: log(f"headline  {line}")
     return out
