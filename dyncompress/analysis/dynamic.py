@@ -19,9 +19,9 @@ __all__ = ['INTERNVIDEO2_1B_DIMS', 'CLIP_L14_336_DIMS', 'LLM_DIMS', 'TEXT_TOKENS
            'tower_dims', 'LLMDims', 'vit_flops', 'llm_prefill_flops', 'projector_flops', 'flops_per_question',
            'flops_table', 'towers_dominate_from', 'LevelCosts', 'level_costs', 'matched_levels', 'fixed_levels',
            'oracle_levels', 'oracle', 'cascade_chain', 'chain_text', 'cascade_stops', 'cascade', 'cascade_curve',
-           'compare_policies', 'calibration_split', 'matched_subset', 'candidate_chains', 'choose_threshold',
-           'CalibratedCascade', 'paired_bootstrap', 'calibrated_cascade', 'preset_level_costs', 'flops_text',
-           'towers_vs_llm_text', 'cascade_live', 'costs_from_model_config']
+           'compare_policies', 'calibration_split', 'matched_subset', 'candidate_chains', 'cheapest_within',
+           'choose_threshold', 'CalibratedCascade', 'paired_bootstrap', 'calibrated_cascade', 'preset_level_costs',
+           'flops_text', 'towers_vs_llm_text', 'cascade_live', 'costs_from_model_config']
 
 # %% ../../nbs/51_dynamic.ipynb #97ac0048
 @dataclass(frozen=True)
@@ -266,17 +266,20 @@ def candidate_chains(m: Matched, chains=None) -> list[list[int]]:
         return [[b for j, b in enumerate(levels) if mask >> j & 1] for mask in range(1, 2 ** len(levels))]
     return [cascade_chain(m, c) for c in chains]
 
+def cheapest_within(curve: pd.DataFrame, reference: float, tolerance: float, ties=()) -> tuple[pd.Series, bool]:
+    "The row of `curve` with the fewest visual tokens whose accuracy is within `tolerance` of `reference` (ties: more accurate, then `ties` ascending); else the most accurate row. Also whether the rule was met."
+    ok = curve[curve.accuracy >= reference - tolerance - 1e-12]
+    met = len(ok) > 0
+    pool = ok if met else curve[curve.accuracy == curve.accuracy.max()]
+    return pool.assign(neg=-pool.accuracy).sort_values(['visual_tokens', 'neg', *ties], kind='stable').iloc[0], met
+
 def choose_threshold(m: Matched, costs: LevelCosts | None = None, tolerance: float = 0.01, taus=None, chains=None) -> dict:
     "The cheapest cascade (τ, and chain among `chains`) whose accuracy on `m` is within `tolerance` of the best fixed level's."
     costs = _costs_for(m, costs)
     fx = fixed_levels(m, costs)
     best = fx[fx.accuracy == fx.accuracy.max()].iloc[-1]               # coarsest among ties
     curve = pd.concat([cascade_curve(m, taus, costs, c) for c in candidate_chains(m, chains)], ignore_index=True)
-    ok = curve[curve.accuracy >= best.accuracy - tolerance - 1e-12]
-    met = len(ok) > 0
-    pool = ok if met else curve[curve.accuracy == curve.accuracy.max()]
-    pool = pool.assign(neg=-pool.accuracy, length=pool.chain.str.count(';'))
-    pick = pool.sort_values(['visual_tokens', 'neg', 'length', 'param'], kind='stable').iloc[0]
+    pick, met = cheapest_within(curve.assign(length=curve.chain.str.count(';')), best.accuracy, tolerance, ('length', 'param'))
     return dict(tau=float(pick.param), chain=tuple(int(b) for b in pick.chain.split(';')), rule_met=bool(met),
                 tolerance=float(tolerance), reference_level=int(best.param), reference_accuracy=float(best.accuracy),
                 accuracy=float(pick.accuracy), visual_tokens=float(pick.visual_tokens), n=int(m.n_common))

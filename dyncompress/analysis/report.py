@@ -248,6 +248,11 @@ def cost_models(costs: LevelCosts, levels, meta: dict, projected: str | None = P
         models[f"{projected}, projected"] = preset_level_costs(projected, levels, int(meta.get('text_tokens', TEXT_TOKENS)))
     return models
 
+def _setting_text(policy: str, param) -> str:
+    "A policy's parameter as a table cell: `b=2`, `τ=0.44`, `δ=0.13`, or '' (the oracle)."
+    if param in ('', None) or (isinstance(param, float) and np.isnan(param)): return ''
+    return {'fixed': 'b=%d', 'cascade': 'τ=%.3g', 'router': 'δ=%.3g'}.get(policy, '%s') % float(param)
+
 def calibrated_cascade_section(m, costs: LevelCosts, meta: dict, projected: str | None = PROJECTED_PRESET,
                                title: str = '## Calibrated cascade') -> tuple[CalibratedCascade | None, list[str]]:
     "Run `calibrated_cascade` on matched levels and describe it in markdown lines (None and a reason if it cannot run)."
@@ -263,8 +268,7 @@ def calibrated_cascade_section(m, costs: LevelCosts, meta: dict, projected: str 
     split_txt = ", ".join(f"{t} {r.get('calibration', 0)}/{r.get('report', 0)}" for t, r in per_task.iterrows())
     r, pol = cc.rule, cc.policies
     rows = pd.DataFrame({'policy': pol.policy,
-                         'setting': [('b=%d' % p if k == 'fixed' else ('τ=%.3g' % p if k == 'cascade' else ''))
-                                     for k, p in zip(pol.policy, pol.param)],
+                         'setting': [_setting_text(k, p) for k, p in zip(pol.policy, pol.param)],
                          'accuracy (%) [95% interval]': [accuracy_text(k, n) for k, n in zip(pol.right, pol.n)],
                          'mean visual tokens': pol.visual_tokens.round(1), 'LLM passes': pol.passes.round(2)})
     for name in models: rows[f"FLOPs ({name})"] = [flops_text(v) for v in pol[f"flops {name}"]]
@@ -291,13 +295,9 @@ def calibrated_cascade_section(m, costs: LevelCosts, meta: dict, projected: str 
 # %% ../../nbs/52_report.ipynb #5e23f820
 ROUTER_GAP_GOAL, ROUTER_COST_GOAL, ECE_GOAL = 0.40, 0.01, 0.05   # the study's goals for the router and the calibration
 
-def _setting_text(policy: str, param) -> str:
-    if param in ('', None) or (isinstance(param, float) and np.isnan(param)): return ''
-    return {'fixed': 'b=%d', 'cascade': 'τ=%.3g', 'router': 'δ=%.3g'}.get(policy, '%s') % float(param)
-
 def dynamic_policies_section(rows, router_rows, costs: LevelCosts, meta: dict, out, projected: str | None = PROJECTED_PRESET,
                              title: str = '## Dynamic policies: fixed levels, cascade, router, oracle') -> tuple:
-    "Run `router.dynamic_policies` on raw records, save `decisions.csv` and `router.json` under `out`, describe it in markdown lines."
+    "Run `router.dynamic_policies` on raw records, save `decisions.csv`, `router.json` and its table under `out`, describe it in markdown lines."
     from dyncompress.analysis.router import dynamic_policies
     head = [title, ""]
     levels = sorted({int(r['pool_level']) for r in rows})
@@ -306,8 +306,7 @@ def dynamic_policies_section(rows, router_rows, costs: LevelCosts, meta: dict, o
     try: dp = dynamic_policies(rows, costs, router_rows, models, st['fraction'], st['seed'], st['tolerance'],
                                calibrate_by=meta.get('calibrate_by', 'level'))
     except ValueError as e: return None, head + [f"Not computed: {e}.", ""]
-    out = Path(out)
-    dp.decisions.to_csv(out/'decisions.csv', index=False); dp.router.save(out/'router.json')
+    dp.save(out)                                     # decisions.csv, router.json, dynamic_policies.csv
     pol = dp.policies
     rows_md = pd.DataFrame({'policy': pol.policy, 'setting': [_setting_text(k, p) for k, p in zip(pol.policy, pol.param)],
                             'accuracy (%) [95% interval]': [accuracy_text(k, n) for k, n in zip(pol.right, pol.n)],
@@ -537,9 +536,12 @@ def analyse_run(records, out_dir, meta: dict | None = None, scorer: str = 'robus
         if scorer != 'robust': raise UserError(f"router records are analysed with the robust scorer, not {scorer!r}")
         if isinstance(records, dict) or (Path(records).is_dir() and not (Path(records)/'records.jsonl').exists()):
             raise UserError(f"with router records, give one multi-level model's records.jsonl (or its folder), not {records}")
-        raw = lambda p: [r for r in read_jsonl(Path(p)/'records.jsonl' if Path(p).is_dir() else p)
-                         if protocol is None or r.get('protocol') == protocol]
-        dynamic = (raw(records), raw(router_records))
+        def raw(p, what):
+            f = Path(p)/'records.jsonl' if Path(p).is_dir() else Path(p)
+            rows = [r for r in read_jsonl(f) if protocol is None or r.get('protocol') == protocol] if f.is_file() else []
+            if not rows: raise UserError(f"{f}: no {what} records" + ('' if f.is_file() else ' (no such file)'))
+            return rows
+        dynamic = (raw(records, 'evaluation'), raw(router_records, 'router-training'))
     return write_report(recs, out_dir, meta, extra, dynamic)
 
 # %% ../../nbs/52_report.ipynb #544d63f5

@@ -12,7 +12,7 @@ import pandas as pd
 from ..config import save_json
 from .tokenaware import Matched
 from .dynamic import (LevelCosts, matched_levels, matched_subset, oracle_levels, cascade_chain,
-                                          cascade_stops, chain_text, calibration_split, choose_threshold)
+                                          cascade_stops, chain_text, calibration_split, choose_threshold, cheapest_within)
 from .calibration import fit_level_temperatures, recalibrate, calibration_table
 from ..eval.scoring import wilson_interval
 
@@ -254,10 +254,7 @@ def fit_router(records, costs: LevelCosts, tolerance: float = 0.01, l2: float = 
     curve = _delta_curve(P, Y, levels, tokens, np.unique(np.r_[0.0, gaps]))
     acc = Y.mean(0)
     ref = max(j for j in range(len(levels)) if acc[j] == acc.max())                  # the coarsest among ties
-    ok = curve[curve.accuracy >= acc[ref] - tolerance - 1e-12]
-    met = len(ok) > 0
-    pool = ok if met else curve[curve.accuracy == curve.accuracy.max()]
-    pick = pool.assign(neg=-pool.accuracy).sort_values(['visual_tokens', 'neg', 'delta'], kind='stable').iloc[0]
+    pick, met = cheapest_within(curve, acc[ref], tolerance, ('delta',))          # the cascade's rule (`dynamic.choose_threshold`)
     wb = fit(X, Y)
     info = dict(rule_met=bool(met), tolerance=float(tolerance), reference_level=int(levels[ref]),
                 reference_accuracy=float(acc[ref]), accuracy=float(pick.accuracy), visual_tokens=float(pick.visual_tokens),
@@ -407,10 +404,10 @@ class DynamicPolicies:
     def sizes(self) -> dict: return {k: int(v) for k, v in self.split.value_counts().sort_index().items()}
 
     def save(self, out_dir) -> dict:
-        "Write `decisions.csv`, `router.json` and `policies.csv` under `out_dir`; their paths."
+        "Write `decisions.csv`, `router.json` and `dynamic_policies.csv` under `out_dir` (a report's folder); their paths."
         out = Path(out_dir)
         return dict(decisions=write_decisions(self.decisions, out/'decisions.csv'), router=self.router.save(out/'router.json'),
-                    policies=_write_csv(self.policies, out/'policies.csv'))
+                    policies=_write_csv(self.policies, out/'dynamic_policies.csv'))
 
 def _write_csv(df, path) -> Path:
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
